@@ -1,0 +1,33 @@
+"""Array backend and dtype policy: one place that decides which floats a model uses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_DTYPE = np.dtype(np.float32)
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def get_xp(*arrays):
+    """Return the array module for ``arrays`` (NumPy today; the hook where CuPy would plug in)."""
+    return np
+
+
+def to_numpy(array) -> np.ndarray:
+    """Return ``array`` as a NumPy array (no copy when it already is one)."""
+    return np.asarray(array)
+
+
+def as_float_dtype(dtype) -> np.dtype:
+    """Validate and normalise a floating dtype name or object.
+
+    Raises:
+        TypeError: if ``dtype`` is not float32 or float64.
+    """
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from exc
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {resolved.name!r}")
+    return resolved

@@ -1,0 +1,246 @@
+"""Layer: the base class every layer derives from, holding the contract and the input checks.
+
+The contract (see STYLE.md):
+
+- ``build(input_shape, rng, dtype)`` creates the Parameters; ``forward`` calls it on first use.
+- ``forward(x, training=False) -> y``. With ``training=True`` the layer caches exactly what its
+  backward needs; at inference it caches nothing (and drops an older cache).
+- ``backward(grad_y) -> grad_x`` reads that cache and the forward-time weights, *assigns* each
+  ``param.grad`` and never changes a parameter value.
+
+Subclasses implement ``_build``, ``_forward`` and ``_backward`` and keep their math free of
+validation: the checks live here, once, before the math runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import DEFAULT_DTYPE, FLOAT_DTYPES, as_float_dtype
+from ..parameter import Parameter
+
+LAYER_CLASSES: dict[str, type[Layer]] = {}
+
+
+class Layer:
+    """Base class of all layers.
+
+    Args:
+        name: a name for summaries, errors and saved files; a Sequential gives unnamed layers
+            unique names such as ``dense_1``.
+        input_shape: the shape of one sample (without the batch axis). A Sequential whose first
+            layer has it builds all its weights at construction; otherwise weights are built
+            from the first input.
+
+    Attributes:
+        built: whether the parameters exist.
+        dtype: the floating dtype of the parameters and activations once built.
+        input_shape / output_shape: per-sample shapes once built.
+        cache: what the last training forward kept for backward (``None`` at inference).
+    """
+
+    #: Set by layers that take integer ids (Embedding) instead of floating input.
+    integer_input = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        LAYER_CLASSES[cls.__name__] = cls
+
+    def __init__(self, name: str | None = None, input_shape=None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{type(self).__name__}: name must be a string, got {name!r}")
+        self.name = name or type(self).__name__.lower()
+        self._auto_name = name is None
+        self.input_shape = None if input_shape is None else _as_shape(input_shape, self)
+        self.output_shape = None
+        self.built = False
+        self.dtype: np.dtype | None = None
+        self.cache = None
+        self._params: list[Parameter] = []
+        self._grad_shape: tuple[int, ...] | None = None
+
+    # ------------------------------------------------------------------ building
+    def build(self, input_shape, rng: np.random.Generator | None = None, dtype=None) -> None:
+        """Create the parameters for samples of shape ``input_shape`` (no batch axis).
+
+        Args:
+            input_shape: per-sample input shape, e.g. ``(784,)``.
+            rng: the Generator that draws initial weights (a fresh unseeded one if omitted).
+            dtype: float32 (default) or float64.
+        """
+        shape = _as_shape(input_shape, self)
+        self.dtype = as_float_dtype(DEFAULT_DTYPE if dtype is None else dtype)
+        rng = np.random.default_rng() if rng is None else rng
+        self._check_sample_shape(shape)
+        self._build(shape, rng)
+        self.input_shape = shape
+        self.output_shape = self.compute_output_shape(shape)
+        self.built = True
+
+    def _build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> None:
+        """Create parameters; layers without weights keep the default (nothing)."""
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample output shape for a per-sample input shape (same shape by default)."""
+        return tuple(input_shape)
+
+    def _check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise ValueError if one sample of this shape cannot go through the layer."""
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x, training: bool = False) -> np.ndarray:
+        """Apply the layer to a batch ``x`` of shape (N, ...); see the subclass for the formula.
+
+        Raises:
+            TypeError: for a dtype the layer cannot take.
+            ValueError: for an empty batch, NaN/inf values or a shape the layer was not built for.
+        """
+        x = self._validate_input(x)
+        return self._call(x, training)
+
+    def _call(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Run the math on already-validated input and keep the cache bookkeeping."""
+        y = self._forward(x, training)
+        if training:
+            self._grad_shape = y.shape
+        else:
+            self.cache = None
+            self._grad_shape = None
+        return y
+
+    def backward(self, grad_y, need_input_grad: bool = True):
+        """Back-propagate ``grad_y`` = dL/dy through the last training forward.
+
+        Args:
+            grad_y: upstream gradient, same shape as the last training output.
+            need_input_grad: when False (the first layer of a model during ``fit``), skip
+                computing dL/dx and return None; parameter gradients are still assigned.
+
+        Returns:
+            dL/dx with the shape of the forward input (None for integer inputs or when not needed).
+
+        Raises:
+            RuntimeError: without a preceding ``forward(x, training=True)``.
+            ValueError: if ``grad_y`` does not have the output's shape.
+        """
+        if self._grad_shape is None:
+            raise RuntimeError(
+                f"{self._label()}: backward() needs a preceding forward(x, training=True); "
+                "the last forward ran at inference (training=False) or none ran yet"
+            )
+        grad_y = np.asarray(grad_y)
+        if grad_y.shape != self._grad_shape:
+            raise ValueError(
+                f"{self._label()}: backward expected grad_y of shape {self._grad_shape} "
+                f"(the output shape of the last forward), got {grad_y.shape}"
+            )
+        if grad_y.dtype != self.dtype:
+            raise TypeError(
+                f"{self._label()}: backward expected grad_y of dtype {self.dtype}, "
+                f"got {grad_y.dtype}"
+            )
+        return self._backward(grad_y, need_input_grad)
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def _backward(self, grad_y: np.ndarray, need_input_grad: bool):
+        raise NotImplementedError
+
+    __call__ = forward
+
+    # ------------------------------------------------------------------ checks
+    def _validate_input(self, x) -> np.ndarray:
+        """Check a batch before the math runs, building the layer on first use."""
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"{self._label()} expected a batch of shape (N, ...), got a scalar")
+        if x.shape[0] == 0:
+            raise ValueError(f"{self._label()} received an empty batch (shape {x.shape})")
+        if self.integer_input:
+            if not np.issubdtype(x.dtype, np.integer):
+                raise TypeError(
+                    f"{self._label()} expected integer ids, got dtype {x.dtype}; "
+                    "cast with x.astype(np.int64)"
+                )
+        else:
+            if x.dtype not in FLOAT_DTYPES:
+                raise TypeError(
+                    f"{self._label()} expected float32 or float64 input, got dtype {x.dtype}; "
+                    "cast with x.astype(np.float32) (a Sequential casts at its boundary)"
+                )
+            if self.built and x.dtype != self.dtype:
+                raise TypeError(
+                    f"{self._label()} was built for {self.dtype} input, got {x.dtype}; "
+                    f"cast with x.astype(np.{self.dtype}) (a Sequential casts at its boundary)"
+                )
+            check_finite(x, self._label())
+        if not self.built:
+            dtype = None if self.integer_input else x.dtype
+            self.build(x.shape[1:], dtype=dtype)
+        self._check_sample_shape(x.shape[1:])
+        return x
+
+    def _label(self) -> str:
+        return f"{type(self).__name__} '{self.name}'"
+
+    # ------------------------------------------------------------------ parameters & config
+    def parameters(self) -> list[Parameter]:
+        """The trainable Parameters in a stable order (empty before build)."""
+        return list(self._params)
+
+    def count_params(self) -> int:
+        return sum(p.size for p in self._params)
+
+    def get_config(self) -> dict:
+        """JSON-able constructor arguments: ``type(layer)(**config)`` makes an unbuilt twin."""
+        config = {"name": self.name}
+        if self.input_shape is not None and not self.built:
+            config["input_shape"] = list(self.input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> Layer:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args}{', ' if args else ''}name={self.name!r})"
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    """Raise ValueError naming ``where`` if ``x`` holds NaN or inf."""
+    if not np.isfinite(x).all():
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(
+            f"{where} received non-finite input: {bad} of {x.size} values are NaN or inf"
+        )
+
+
+def _as_shape(shape, layer) -> tuple[int, ...]:
+    if isinstance(shape, int | np.integer):
+        shape = (shape,)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(
+            f"{type(layer).__name__}: input_shape must be a tuple of ints, got {shape!r}"
+        ) from None
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"{type(layer).__name__}: input_shape must be positive, got {shape}")
+    return shape
+
+
+def make_layer(class_name: str, config: dict) -> Layer:
+    """Rebuild a layer from its class name and ``get_config()`` dict.
+
+    Raises:
+        ValueError: for an unknown class name.
+    """
+    try:
+        cls = LAYER_CLASSES[class_name]
+    except KeyError:
+        raise ValueError(
+            f"unknown layer class {class_name!r}; known: {sorted(LAYER_CLASSES)}"
+        ) from None
+    return cls.from_config(config)

@@ -1,0 +1,52 @@
+"""Dropout: inverted dropout, identity at inference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Zero each entry with probability ``rate`` during training and scale the rest by 1/(1 − rate).
+
+    Forward (training):  y = x ⊙ m,  m_i = [u_i ≥ rate] / (1 − rate),  u_i ~ U[0, 1)
+    Forward (inference): y = x  (the scaling during training keeps E[y] = x, so nothing changes)
+    Backward:            dL/dx = g ⊙ m. Cache: the scaled mask m.
+
+    Args:
+        rate: probability of dropping an entry, in [0, 1).
+        seed: seed of this layer's own Generator; by default a Sequential derives one from its
+            seed, so training is reproducible either way.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout: rate must lie in [0, 1), got {rate}")
+        self.rate = rate
+        self.seed = seed
+        self.rng: np.random.Generator | None = None
+
+    def _build(self, input_shape, rng):
+        seed = self.seed if self.seed is not None else int(rng.integers(2**63))
+        self.rng = np.random.default_rng(seed)
+
+    def _forward(self, x, training):
+        if not training or self.rate == 0.0:
+            if training:
+                self.cache = None
+            return x
+        keep = self.rng.random(x.shape, dtype=self.dtype) >= self.rate
+        mask = keep * self.dtype.type(1.0 / (1.0 - self.rate))
+        self.cache = mask
+        return x * mask
+
+    def _backward(self, grad_y, need_input_grad):
+        if not need_input_grad:
+            return None
+        return grad_y if self.cache is None else grad_y * self.cache
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

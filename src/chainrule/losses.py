@@ -1,0 +1,350 @@
+"""Losses: ``loss(pred, target) -> float``, then ``loss.backward() -> dL/dpred``.
+
+Each loss validates its arguments (shapes, label range, dtypes) before the math and keeps
+``pred``'s floating dtype for the gradient.
+
+With ``from_logits=True`` the cross-entropies fuse the softmax (sigmoid) into the loss: the
+value comes from a log-sum-exp form that is finite for logits of ±1e4, and the gradient with
+respect to the logits collapses to the lecture's result
+
+    dL/dz = (softmax(z) − y) / N.
+
+With probabilities they clip by ``eps`` before the log; a Softmax layer in front then gives the
+same a − y through its own backward (tests prove the two paths agree).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from .backend import FLOAT_DTYPES
+
+REDUCTIONS = ("mean", "sum")
+
+
+class Loss:
+    """Base class: validation, reduction and the call/backward protocol.
+
+    Args:
+        reduction: "mean" (default) averages over the batch (for element-wise losses, over every
+            element, as PyTorch does); "sum" adds.
+    """
+
+    from_logits = False
+
+    def __init__(self, reduction: str = "mean"):
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"{type(self).__name__}: reduction must be one of {REDUCTIONS}, got {reduction!r}"
+            )
+        self.reduction = reduction
+        self._backward_fn = None
+
+    def __call__(self, pred, target) -> float:
+        """Return the loss of ``pred`` against ``target`` and remember what backward needs."""
+        pred = np.asarray(pred)
+        if pred.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{type(self).__name__} expected float32 or float64 predictions, got {pred.dtype}"
+            )
+        if pred.ndim == 0 or pred.shape[0] == 0:
+            raise ValueError(
+                f"{type(self).__name__} expected a non-empty batch of predictions, "
+                f"got shape {pred.shape}"
+            )
+        target = self._check_target(pred, target)
+        value, self._backward_fn = self._compute(pred, target)
+        return float(value)
+
+    def backward(self) -> np.ndarray:
+        """dL/dpred for the last call, with ``pred``'s shape and dtype.
+
+        Raises:
+            RuntimeError: if the loss has not been called yet.
+        """
+        if self._backward_fn is None:
+            raise RuntimeError(f"{type(self).__name__}: call loss(pred, target) before backward()")
+        return self._backward_fn()
+
+    def _scale(self, count: int) -> float:
+        """The factor that turns a sum into the chosen reduction."""
+        return 1.0 / count if self.reduction == "mean" else 1.0
+
+    def _check_target(self, pred: np.ndarray, target) -> np.ndarray:
+        target = np.asarray(target)
+        if target.shape != pred.shape:
+            raise ValueError(
+                f"{type(self).__name__} expected target of shape {pred.shape} (the prediction's), "
+                f"got {target.shape}"
+            )
+        if not (np.issubdtype(target.dtype, np.floating) or np.issubdtype(target.dtype, np.integer)
+                or target.dtype == np.bool_):
+            raise TypeError(f"{type(self).__name__}: target must be numeric, got {target.dtype}")
+        target = target.astype(pred.dtype, copy=False)
+        if not np.isfinite(target).all():
+            raise ValueError(f"{type(self).__name__}: target contains NaN or inf")
+        return target
+
+    def _compute(self, pred, target):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"reduction": self.reduction}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class MeanSquaredError(Loss):
+    """L = mean((pred − target)²), or with ``half=True`` the lecture's mean(½ (pred − target)²).
+
+    Backward: dL/dpred = 2 (pred − target) / n   (½-version: (pred − target) / n),
+    n = number of elements for reduction="mean", 1 for "sum".
+    """
+
+    def __init__(self, half: bool = False, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.half = bool(half)
+
+    def _compute(self, pred, target):
+        diff = pred - target
+        factor = 0.5 if self.half else 1.0
+        scale = self._scale(diff.size)
+        value = factor * scale * float(np.sum(diff * diff))
+
+        def backward():
+            return diff * (2.0 * factor * scale)
+
+        return value, backward
+
+    def get_config(self):
+        return {**super().get_config(), "half": self.half}
+
+
+class BinaryCrossEntropy(Loss):
+    """L = −mean(t log p + (1 − t) log(1 − p)) for targets t ∈ [0, 1].
+
+    Probabilities: p is clipped to [eps, 1 − eps];  dL/dp = (p − t) / (p (1 − p)) / n.
+    Logits (``from_logits=True``), p = σ(z):
+        L = mean(max(z, 0) − z t + log(1 + e^(−|z|)))      (finite for any z)
+        dL/dz = (σ(z) − t) / n
+    n = number of elements for reduction="mean".
+    """
+
+    def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.from_logits = bool(from_logits)
+        self.eps = float(eps)
+
+    def _check_target(self, pred, target):
+        target = super()._check_target(pred, target)
+        if target.size and (target.min() < 0 or target.max() > 1):
+            raise ValueError(
+                f"BinaryCrossEntropy expected targets in [0, 1], got values in "
+                f"[{target.min()}, {target.max()}]"
+            )
+        return target
+
+    def _compute(self, pred, target):
+        scale = self._scale(pred.size)
+        if self.from_logits:
+            z = pred
+            value = scale * float(
+                np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
+            )
+
+            def backward():
+                return (F.sigmoid(z) - target) * scale
+
+            return value, backward
+
+        p = np.clip(pred, self.eps, 1.0 - self.eps)
+        value = -scale * float(np.sum(target * np.log(p) + (1.0 - target) * np.log(1.0 - p)))
+
+        def backward():
+            inside = (pred >= self.eps) & (pred <= 1.0 - self.eps)
+            return (p - target) / (p * (1.0 - p)) * scale * inside
+
+        return value, backward
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "eps": self.eps}
+
+
+class CategoricalCrossEntropy(Loss):
+    """L = −(1/N) Σₙ Σ_c t_nc log p_nc for one-hot (or soft) targets t (N, C).
+
+    Probabilities: p clipped below at eps;  dL/dp = −t / p / N.
+    Logits (``from_logits=True``): log p = log_softmax(z) and, because Σ_c t_nc = 1,
+        dL/dz = (softmax(z) − t) / N
+    """
+
+    def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.from_logits = bool(from_logits)
+        self.eps = float(eps)
+
+    def _check_target(self, pred, target):
+        if pred.ndim != 2:
+            raise ValueError(
+                f"CategoricalCrossEntropy expected predictions of shape (N, C), got {pred.shape}"
+            )
+        t = np.asarray(target)
+        if t.shape != pred.shape:
+            raise ValueError(
+                f"CategoricalCrossEntropy expected one-hot targets of shape {pred.shape}, got "
+                f"{t.shape}; for integer labels use SparseCategoricalCrossEntropy"
+            )
+        target = super()._check_target(pred, target)
+        if target.size and target.min() < 0:
+            raise ValueError("CategoricalCrossEntropy: targets must be non-negative probabilities")
+        return target
+
+    def _compute(self, pred, target):
+        scale = self._scale(pred.shape[0])
+        if self.from_logits:
+            shifted = pred - np.max(pred, axis=-1, keepdims=True)
+            e = np.exp(shifted)
+            sum_e = np.sum(e, axis=-1, keepdims=True)
+            log_p = shifted - np.log(sum_e)
+            value = -scale * float(np.sum(target * log_p))
+
+            def backward():
+                # General soft targets: dL/dz = softmax(z) Σ_c t_c − t; one-hot rows sum to 1.
+                grad = e / sum_e
+                grad *= np.sum(target, axis=-1, keepdims=True)
+                grad -= target
+                grad *= scale
+                return grad
+
+            return value, backward
+
+        clipped = np.maximum(pred, self.eps)
+        value = -scale * float(np.sum(target * np.log(clipped)))
+
+        def backward():
+            return -(target / clipped) * scale * (pred >= self.eps)
+
+        return value, backward
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "eps": self.eps}
+
+
+class SparseCategoricalCrossEntropy(Loss):
+    """L = −(1/N) Σₙ log p[n, yₙ] for integer labels y (N,) in [0, C).
+
+    Logits (``from_logits=True``): with s = softmax(z), log p[n, yₙ] = z[n, yₙ] − logsumexp(zₙ)
+        dL/dz = (s − onehot(y)) / N
+    computed as s with 1 subtracted at [n, yₙ]: no one-hot matrix and no Jacobian.
+    Probabilities: dL/dp[n, yₙ] = −1 / (p[n, yₙ] N), zero elsewhere (p clipped below at eps).
+    """
+
+    def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.from_logits = bool(from_logits)
+        self.eps = float(eps)
+
+    def _check_target(self, pred, target):
+        name = "SparseCategoricalCrossEntropy"
+        if pred.ndim != 2:
+            raise ValueError(f"{name} expected predictions of shape (N, C), got {pred.shape}")
+        target = np.asarray(target)
+        if not np.issubdtype(target.dtype, np.integer):
+            raise TypeError(
+                f"{name} expected integer class labels of shape ({pred.shape[0]},), got dtype "
+                f"{target.dtype}; cast with y.astype(np.int64), or use CategoricalCrossEntropy "
+                "for one-hot targets"
+            )
+        if target.shape != (pred.shape[0],):
+            hint = (
+                "; these look like one-hot targets: use CategoricalCrossEntropy"
+                if target.shape == pred.shape
+                else ""
+            )
+            raise ValueError(
+                f"{name} expected labels of shape ({pred.shape[0]},), got {target.shape}{hint}"
+            )
+        n_classes = pred.shape[1]
+        if target.min() < 0 or target.max() >= n_classes:
+            bad = int(np.flatnonzero((target < 0) | (target >= n_classes))[0])
+            raise ValueError(
+                f"{name}: labels must lie in [0, {n_classes}) for {n_classes} output classes; "
+                f"found {target[bad]} at index {bad}"
+            )
+        return target
+
+    def _compute(self, pred, labels):
+        n = pred.shape[0]
+        rows = np.arange(n)
+        scale = self._scale(n)
+        if self.from_logits:
+            shifted = pred - np.max(pred, axis=-1, keepdims=True)
+            e = np.exp(shifted)
+            sum_e = np.sum(e, axis=-1)
+            log_p_true = shifted[rows, labels] - np.log(sum_e)
+            value = -scale * float(np.sum(log_p_true))
+
+            def backward():
+                grad = e / sum_e[:, None]
+                grad[rows, labels] -= 1.0
+                grad *= scale
+                return grad
+
+            return value, backward
+
+        p_true = np.maximum(pred[rows, labels], self.eps)
+        value = -scale * float(np.sum(np.log(p_true)))
+
+        def backward():
+            grad = np.zeros_like(pred)
+            grad[rows, labels] = -scale / p_true * (pred[rows, labels] >= self.eps)
+            return grad
+
+        return value, backward
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "eps": self.eps}
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "categorical_crossentropy": CategoricalCrossEntropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossEntropy,
+}
+LOSS_CLASSES = {
+    cls.__name__: cls
+    for cls in (
+        MeanSquaredError,
+        BinaryCrossEntropy,
+        CategoricalCrossEntropy,
+        SparseCategoricalCrossEntropy,
+    )
+}
+
+
+def get(identifier) -> Loss:
+    """Return a Loss for an instance (as is) or a name such as "sparse_categorical_crossentropy".
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if isinstance(identifier, Loss):
+        return identifier
+    try:
+        return LOSSES[identifier]()
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown loss {identifier!r}; pass a Loss instance or one of {sorted(LOSSES)}"
+        ) from None
+
+
+def from_config(class_name: str, config: dict) -> Loss:
+    """Rebuild a loss from its class name and ``get_config()``."""
+    if class_name not in LOSS_CLASSES:
+        raise ValueError(f"unknown loss class {class_name!r}; known: {sorted(LOSS_CLASSES)}")
+    return LOSS_CLASSES[class_name](**config)

@@ -1,0 +1,479 @@
+"""Sequential: a stack of layers with compile / fit / evaluate / predict / summary / save."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import metrics as metrics_mod
+from . import optimizers as optimizers_mod
+from .backend import as_float_dtype
+from .callbacks import Callback, History, ProgressBar
+from .layers import activations
+from .layers.base import Layer, check_finite, make_layer
+from .parameter import Parameter
+
+
+class Sequential:
+    """A linear stack of layers, trained by back-propagating through them in reverse order.
+
+    Forward:  x → layer₁ → layer₂ → … → output
+    Backward: dL/doutput → layerₖ.backward → … → layer₁.backward (each assigns its params' grads)
+
+    Args:
+        layers: the layers, in order. ``Dense(units, activation="relu")`` is expanded into Dense
+            followed by ReLU, so ``model.layers`` shows one derivative per layer.
+        dtype: the floating dtype of weights, activations and gradients ("float32" default, or
+            "float64"); inputs are cast to it once, at the model boundary.
+        seed: seed for weight initialisation (and Dropout masks). ``fit(seed=…)`` seeds an
+            unbuilt model too; the same seed gives bit-identical weights and History.
+        name: the model's name in ``summary()``.
+
+    Raises:
+        TypeError: if an element of ``layers`` is not a Layer.
+    """
+
+    def __init__(self, layers=None, dtype="float32", seed: int | None = None,
+                 name: str = "sequential"):
+        self.dtype = as_float_dtype(dtype)
+        self.seed = seed
+        self.name = name
+        self.layers: list[Layer] = []
+        self.built = False
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
+        self.loss: losses_mod.Loss | None = None
+        self.optimizer: optimizers_mod.Optimizer | None = None
+        self.metrics: list = []
+        self.stop_training = False
+        self.history: History | None = None
+        self._params: list[Parameter] = []
+        self._rng: np.random.Generator | None = None
+        for layer in layers or []:
+            self.add(layer)
+        if self.layers and self.layers[0].input_shape is not None:
+            self.build(self.layers[0].input_shape)
+
+    # ------------------------------------------------------------------ structure
+    def add(self, layer: Layer) -> None:
+        """Append a layer (and its activation layer, for ``Dense(…, activation=…)``).
+
+        Raises:
+            TypeError: if ``layer`` is not a Layer.
+            ValueError: if the layer is already in the model, its name is taken, or the model
+                is already built.
+        """
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"Sequential expects Layer instances, got {type(layer).__name__}: {layer!r}"
+            )
+        if any(layer is other for other in self.layers):
+            raise ValueError(f"layer {layer.name!r} is already in the model")
+        self._append(layer)
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            # Dense(…, activation=a) is sugar: the activation becomes its own layer.
+            layer.activation = None
+            self._append(activations.get(activation)())
+        if self.built:
+            self._build_tail()
+
+    def _append(self, layer: Layer) -> None:
+        if layer._auto_name:
+            base = layer.name.rsplit("_", 1)[0] if layer.name[-1].isdigit() else layer.name
+            taken = {other.name for other in self.layers}
+            k = 1
+            while f"{base}_{k}" in taken:
+                k += 1
+            layer.name = f"{base}_{k}"
+        elif any(other.name == layer.name for other in self.layers):
+            raise ValueError(f"a layer named {layer.name!r} is already in the model")
+        self.layers.append(layer)
+
+    def build(self, input_shape, seed: int | None = None) -> None:
+        """Create every layer's weights for samples of shape ``input_shape`` (no batch axis).
+
+        Args:
+            input_shape: e.g. ``(784,)`` or ``(28, 28)``.
+            seed: overrides the model's seed for this build.
+        """
+        if not self.layers:
+            raise ValueError("cannot build an empty Sequential; add layers first")
+        seed = self.seed if seed is None else seed
+        self._rng = np.random.default_rng(seed)
+        self.input_shape = tuple(int(s) for s in np.atleast_1d(input_shape))
+        self.output_shape = self.input_shape
+        for layer in self.layers:
+            layer.built = False
+        self._build_tail()
+        self.built = True
+
+    def _build_tail(self) -> None:
+        """Build the layers that are not built yet, from the current output shape on."""
+        shape = self.output_shape
+        for layer in self.layers:
+            if not layer.built:
+                layer.build(shape, rng=self._rng, dtype=self.dtype)
+            shape = layer.output_shape
+        self.output_shape = shape
+        self._params = [p for layer in self.layers for p in layer.parameters()]
+
+    def parameters(self) -> list[Parameter]:
+        """All trainable Parameters, layer by layer, in a stable order."""
+        return list(self._params)
+
+    def count_params(self) -> int:
+        return sum(p.size for p in self._params)
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of every parameter value, in ``parameters()`` order."""
+        return [p.value.copy() for p in self._params]
+
+    def set_weights(self, weights) -> None:
+        """Overwrite every parameter value (same order, shapes and count as ``get_weights``).
+
+        Raises:
+            ValueError: for a wrong count or shape.
+        """
+        weights = list(weights)
+        if len(weights) != len(self._params):
+            raise ValueError(
+                f"set_weights expected {len(self._params)} arrays, got {len(weights)}"
+            )
+        for p, w in zip(self._params, weights, strict=True):
+            w = np.asarray(w)
+            if w.shape != p.value.shape:
+                raise ValueError(
+                    f"set_weights: parameter {p.name!r} expects shape {p.value.shape}, "
+                    f"got {w.shape}"
+                )
+            np.copyto(p.value, w, casting="same_kind")
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer="adam", loss=None, metrics=None) -> None:
+        """Choose the optimizer, the loss and the metrics reported by fit/evaluate.
+
+        Args:
+            optimizer: an Optimizer or a name ("adam", "sgd", "adamw", "rmsprop").
+            loss: a Loss or a name ("sparse_categorical_crossentropy", "mse", …).
+            metrics: list of metric names, e.g. ["accuracy"].
+
+        Raises:
+            ValueError: for a missing/unknown loss, or a final Softmax layer combined with a
+                ``from_logits=True`` loss (softmax would be applied twice).
+        """
+        if loss is None:
+            raise ValueError("compile needs a loss, e.g. losses.SparseCategoricalCrossEntropy()")
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        if self.layers and isinstance(self.layers[-1], activations.Softmax) and getattr(
+            self.loss, "from_logits", False
+        ):
+            raise ValueError(
+                f"the last layer is Softmax but the loss {self.loss!r} expects logits "
+                "(from_logits=True): softmax would be applied twice. Remove the Softmax layer "
+                "(recommended: the fused loss is exact and stable) or use from_logits=False"
+            )
+        self.metrics = [metrics_mod.get_metric(m) for m in (metrics or [])]
+
+    def _require_compiled(self, what: str) -> None:
+        if self.loss is None or self.optimizer is None:
+            raise RuntimeError(
+                f"{what} needs a compiled model: call model.compile(optimizer=..., loss=...) first"
+            )
+
+    # ------------------------------------------------------------------ forward / backward
+    def _prepare_x(self, x, what: str) -> np.ndarray:
+        """Validate a whole input array and cast it to the model dtype once."""
+        x = np.asarray(x)
+        if not self.layers:
+            raise ValueError(f"{what}: the model has no layers")
+        first = self.layers[0]
+        if first.integer_input:
+            if not np.issubdtype(x.dtype, np.integer):
+                raise TypeError(
+                    f"{what}: the first layer {first._label()} takes integer ids, got dtype "
+                    f"{x.dtype}"
+                )
+        else:
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(
+                x.dtype, np.complexfloating
+            ):
+                raise TypeError(f"{what}: expected a numeric input array, got dtype {x.dtype}")
+            x = x.astype(self.dtype, copy=False)
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"{what}: expected a non-empty batch of shape (N, ...), got {x.shape}")
+        if not first.integer_input:
+            check_finite(x, f"{what}: the model")
+        if self.built:
+            first._check_sample_shape(x.shape[1:])
+            if x.shape[1:] != self.input_shape:
+                raise ValueError(
+                    f"{what}: the model was built for input of shape (N, "
+                    f"{', '.join(map(str, self.input_shape))}), got {x.shape}"
+                )
+        return x
+
+    def forward(self, x, training: bool = False) -> np.ndarray:
+        """Run the batch ``x`` through every layer; the output has shape (N, *output_shape)."""
+        x = self._prepare_x(x, "forward")
+        if not self.built:
+            self.build(x.shape[1:])
+        return self._forward(x, training)
+
+    __call__ = forward
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        for layer in self.layers:
+            x = layer._call(x, training)
+        return x
+
+    def backward(self, grad_y, need_input_grad: bool = True):
+        """Back-propagate dL/doutput through every layer (reverse order), assigning param grads.
+
+        Returns:
+            dL/dx for the last training forward's input (None if ``need_input_grad`` is False).
+        """
+        grad = grad_y
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
+        return grad
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """One step of gradient descent on a prepared batch; returns (loss, output)."""
+        output = self._forward(x, training=True)
+        loss = self.loss(output, y)
+        self.backward(self.loss.backward(), need_input_grad=False)
+        self.optimizer.step(self._params)
+        return loss, output
+
+    # ------------------------------------------------------------------ fit / evaluate / predict
+    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            seed: int | None = None, validation_data=None, validation_split: float = 0.0,
+            callbacks=None, verbose: int = 1, initial_epoch: int = 0) -> History:
+        """Train for ``epochs`` passes over (x, y) in mini-batches.
+
+        Args:
+            x: inputs (N, …); cast once to the model dtype.
+            y: targets (N,) integer labels or (N, …) arrays, as the loss expects.
+            epochs: index of the last epoch (``initial_epoch`` … ``epochs`` − 1 run).
+            batch_size: samples per gradient step (the last batch may be smaller).
+            shuffle: reshuffle the training samples every epoch.
+            seed: seeds shuffling, and weight init if the model is not built yet.
+            validation_data: (x_val, y_val) evaluated after every epoch.
+            validation_split: fraction of the *last* samples of (x, y) held out for validation
+                (taken before shuffling), used when validation_data is None.
+            callbacks: list of Callback (EarlyStopping, ModelCheckpoint, …).
+            verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+            initial_epoch: epoch to start at (to resume a run).
+
+        Returns:
+            History with one value per epoch for "loss", each metric and their "val_" versions.
+
+        Raises:
+            RuntimeError: if the model is not compiled.
+            ValueError / TypeError: for inconsistent or invalid data (see messages).
+            FloatingPointError: when the loss becomes NaN or inf (names epoch and step).
+        """
+        self._require_compiled("fit")
+        if int(batch_size) <= 0:
+            raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size}")
+        batch_size = int(batch_size)
+        x = self._prepare_x(x, "fit")
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != len(x):
+            raise ValueError(
+                f"fit: x has {len(x)} samples but y has {len(y) if y.ndim else 0}; they must match"
+            )
+        if validation_data is None and validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(
+                    f"fit: validation_split must lie in (0, 1), got {validation_split}"
+                )
+            n_val = int(len(x) * validation_split)
+            if n_val == 0 or n_val == len(x):
+                raise ValueError(
+                    f"fit: validation_split={validation_split} of {len(x)} samples leaves an "
+                    "empty training or validation set"
+                )
+            x, x_val = x[:-n_val], x[-n_val:]
+            y, y_val = y[:-n_val], y[-n_val:]
+            validation_data = (x_val, y_val)
+        if not self.built:
+            self.build(x.shape[1:], seed=seed)
+        self._check_targets(x, y, "fit")
+        if validation_data is not None:
+            x_val, y_val = validation_data
+            x_val = self._prepare_x(x_val, "fit (validation data)")
+            self._check_targets(x_val, np.asarray(y_val), "fit (validation data)")
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+
+        n = len(x)
+        steps = math.ceil(n / batch_size)
+        history = History()
+        cbs: list[Callback] = [history] + list(callbacks or [])
+        if verbose:
+            cbs.append(ProgressBar(verbose))
+        self._fit_params = {"epochs": epochs, "batch_size": batch_size, "steps": steps,
+                            "samples": n}
+        history.params = dict(self._fit_params)
+        self.history = history
+        self.stop_training = False
+        for cb in cbs:
+            cb.set_model(self)
+        for cb in cbs:
+            cb.on_train_begin()
+        threshold = 0.0 if getattr(self.loss, "from_logits", False) else 0.5
+        for epoch in range(initial_epoch, epochs):
+            self.optimizer.epoch = epoch
+            for cb in cbs:
+                cb.on_epoch_begin(epoch)
+            order = rng.permutation(n) if shuffle else None
+            loss_sum = 0.0
+            correct = [0] * len(self.metrics)
+            seen = 0
+            for step in range(steps):
+                if order is None:
+                    xb, yb = x[step * batch_size:(step + 1) * batch_size], \
+                        y[step * batch_size:(step + 1) * batch_size]
+                else:
+                    idx = order[step * batch_size:(step + 1) * batch_size]
+                    xb, yb = x[idx], y[idx]
+                loss, output = self.train_step(xb, yb)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training diverged: the loss became {loss} at epoch {epoch + 1}, step "
+                        f"{step + 1} of {steps}. Try a lower learning rate (it was "
+                        f"{self.optimizer.learning_rate:g}), normalise the inputs, or check the "
+                        "data for extreme values"
+                    )
+                nb = len(xb)
+                seen += nb
+                loss_sum += loss * nb if self.loss.reduction == "mean" else loss
+                for i, metric in enumerate(self.metrics):
+                    correct[i] += metric.count(output, yb, threshold)
+                logs = {"loss": loss_sum / seen}
+                for i, metric in enumerate(self.metrics):
+                    logs[metric.name] = correct[i] / seen
+                for cb in cbs:
+                    cb.on_batch_end(step, logs)
+            if validation_data is not None:
+                val = self.evaluate(x_val, y_val, batch_size=max(batch_size, 256))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
+        return history
+
+    def _check_targets(self, x: np.ndarray, y: np.ndarray, what: str) -> None:
+        """Validate all targets once, as the loss will see them batch by batch."""
+        shape = (len(x),) + tuple(self.output_shape)
+        try:
+            self.loss._check_target(np.broadcast_to(np.zeros((), self.dtype), shape), y)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{what}: {exc}") from None
+
+    def evaluate(self, x, y, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
+        """Mean loss and metrics over (x, y) at inference (Dropout off).
+
+        Returns:
+            {"loss": float, "accuracy": float, …} for the compiled metrics.
+        """
+        self._require_compiled("evaluate")
+        x = self._prepare_x(x, "evaluate")
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"evaluate: x has {len(x)} samples but y has {len(y)}")
+        if not self.built:
+            self.build(x.shape[1:])
+        self._check_targets(x, y, "evaluate")
+        threshold = 0.0 if getattr(self.loss, "from_logits", False) else 0.5
+        total, correct = 0.0, [0] * len(self.metrics)
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            output = self._forward(xb, training=False)
+            loss = self.loss(output, yb)
+            total += loss * len(xb) if self.loss.reduction == "mean" else loss
+            for i, metric in enumerate(self.metrics):
+                correct[i] += metric.count(output, yb, threshold)
+        result = {"loss": total / len(x) if self.loss.reduction == "mean" else total}
+        for i, metric in enumerate(self.metrics):
+            result[metric.name] = correct[i] / len(x)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
+        return result
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Model outputs for ``x`` at inference, computed in batches: shape (N, *output_shape)."""
+        x = self._prepare_x(x, "predict")
+        if not self.built:
+            self.build(x.shape[1:])
+        out = None
+        for start in range(0, len(x), batch_size):
+            yb = self._forward(x[start:start + batch_size], training=False)
+            if out is None:
+                out = np.empty((len(x),) + yb.shape[1:], dtype=yb.dtype)
+            out[start:start + len(yb)] = yb
+        return out
+
+    # ------------------------------------------------------------------ summary / config / io
+    def summary(self, print_fn=print) -> str:
+        """Print (and return) a table of layers, output shapes and parameter counts."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for layer in self.layers:
+            shape = "?" if layer.output_shape is None else str((None, *layer.output_shape))
+            params = f"{layer.count_params():,}" if layer.built else "?"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, params))
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        line = "─" * sum(widths)
+        out = [f'Model: "{self.name}"  dtype={self.dtype}', line]
+        out.append("".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)))
+        out.append(line)
+        out += ["".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows[1:]]
+        out.append(line)
+        if self.built:
+            out.append(f"Total params: {self.count_params():,}")
+        else:
+            out.append("Total params: ? (not built: call build(input_shape) or fit first)")
+        text = "\n".join(out)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def get_config(self) -> dict:
+        """JSON-able description of the architecture (not the weights)."""
+        return {
+            "name": self.name,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "layers": [
+                {"class_name": type(layer).__name__, "config": layer.get_config()}
+                for layer in self.layers
+            ],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, dtype=None) -> Sequential:
+        """Rebuild an (unbuilt unless input_shape is known) model from ``get_config()``."""
+        layers = [make_layer(spec["class_name"], spec["config"]) for spec in config["layers"]]
+        model = cls(layers, dtype=dtype or config["dtype"], seed=config.get("seed"),
+                    name=config.get("name", "sequential"))
+        if config.get("input_shape") is not None and not model.built:
+            model.build(config["input_shape"])
+        return model
+
+    def save(self, path, include_optimizer: bool = True) -> None:
+        """Write architecture, weights (and optimizer state) to ``path`` (.npz), atomically."""
+        from .serialization import save_model
+
+        save_model(self, path, include_optimizer=include_optimizer)
+
+    def __repr__(self) -> str:
+        return f"Sequential(name={self.name!r}, layers={len(self.layers)}, dtype={self.dtype})"

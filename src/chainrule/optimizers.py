@@ -1,0 +1,331 @@
+"""Optimizers: ``optimizer.step(parameters)`` updates each value in place from its ``.grad``.
+
+The update rules follow PyTorch's formulas exactly (PyTorch is the test oracle), and state
+lives per parameter in ``optimizer.state[param]``. Every update runs in place with a scratch
+buffer per parameter, so a step allocates nothing after the first one and never leaves the
+parameter's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import schedules
+from .parameter import Parameter
+
+
+class Optimizer:
+    """Base class: learning rate (a float or a Schedule), weight decay and per-parameter state.
+
+    Args:
+        lr: learning rate, or a :class:`chainrule.schedules.Schedule`.
+        weight_decay: L2 penalty λ added to the gradient, g ← g + λ p (AdamW decouples it).
+
+    Attributes:
+        iterations: number of steps taken.
+        epoch: epoch index, set by ``fit`` for per-epoch schedules.
+        state: dict Parameter → dict of state arrays.
+    """
+
+    def __init__(self, lr, weight_decay: float = 0.0):
+        if not isinstance(lr, schedules.Schedule):
+            lr = float(lr)
+            if not lr > 0:
+                raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(
+                f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}"
+            )
+        self.lr = lr
+        self.weight_decay = float(weight_decay)
+        self.iterations = 0
+        self.epoch = 0
+        self.state: dict[Parameter, dict[str, np.ndarray]] = {}
+        self._scratch: dict[Parameter, np.ndarray] = {}
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next step will use."""
+        if isinstance(self.lr, schedules.Schedule):
+            return self.lr(self.iterations if self.lr.per == "step" else self.epoch)
+        return self.lr
+
+    def step(self, parameters) -> None:
+        """Apply one update to every Parameter in ``parameters`` from its ``.grad``.
+
+        Raises:
+            RuntimeError: if a parameter has no gradient (backward has not run).
+        """
+        lr = self.learning_rate
+        self.iterations += 1
+        for p in parameters:
+            if p.grad is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}: parameter {p.name!r} {p.shape} has no gradient; "
+                    "run backward before optimizer.step"
+                )
+            state = self.state.get(p)
+            if state is None:
+                state = self.state[p] = self._init_state(p)
+            tmp = self._scratch.get(p)
+            if tmp is None:
+                tmp = self._scratch[p] = np.empty_like(p.value)
+            self._update(p.value, p.grad, state, tmp, lr)
+
+    def _decayed_grad(self, value, grad, out):
+        """g + λ p into ``out`` (or ``grad`` itself when λ = 0)."""
+        if self.weight_decay == 0.0:
+            return grad
+        np.multiply(value, self.weight_decay, out=out)
+        out += grad
+        return out
+
+    def _init_state(self, p: Parameter) -> dict[str, np.ndarray]:
+        return {}
+
+    def _update(self, value, grad, state, tmp, lr) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        if isinstance(self.lr, schedules.Schedule):
+            lr = {"schedule": type(self.lr).__name__, "config": self.lr.get_config()}
+        else:
+            lr = self.lr
+        return {"lr": lr, "weight_decay": self.weight_decay}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
+
+        g ← g + λ p
+        v ← μ v + (1 − dampening) g        (v = g on the first step)
+        d = g + μ v  (nesterov)   or   d = v
+        p ← p − lr · d
+
+    Args:
+        lr: learning rate (default 0.01).
+        momentum: μ (0 disables the velocity buffer).
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening = 0).
+        dampening: damping of the new gradient in v.
+        weight_decay: λ.
+    """
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, dampening=0.0, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        if momentum < 0:
+            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov needs momentum > 0 and dampening = 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.dampening = float(dampening)
+
+    def _update(self, value, grad, state, tmp, lr):
+        g = self._decayed_grad(value, grad, tmp)
+        if self.momentum:
+            v = state.get("velocity")
+            if v is None:
+                v = state["velocity"] = g.copy()
+            else:
+                v *= self.momentum
+                if self.dampening:
+                    v += g * (1.0 - self.dampening)
+                else:
+                    v += g
+            if self.nesterov:
+                if g is not tmp:
+                    np.copyto(tmp, g)
+                tmp += v * self.momentum
+                g = tmp
+            else:
+                g = v
+        np.multiply(g, lr, out=tmp)
+        value -= tmp
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "dampening": self.dampening,
+        }
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), as ``torch.optim.Adam``.
+
+        g ← g + λ p
+        m ← β₁ m + (1 − β₁) g            v ← β₂ v + (1 − β₂) g²
+        p ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
+
+    ε sits outside the bias-corrected square root, as in PyTorch.
+
+    Args:
+        lr: learning rate (default 1e-3).
+        beta1, beta2: moment decay rates β₁, β₂.
+        eps: ε.
+        weight_decay: λ, added to the gradient (L2); see AdamW for decoupled decay.
+    """
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        for label, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{type(self).__name__}: {label} must lie in [0, 1), got {beta}")
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.eps = float(eps)
+
+    def _init_state(self, p):
+        return {"m": np.zeros_like(p.value), "v": np.zeros_like(p.value)}
+
+    def _update(self, value, grad, state, tmp, lr):
+        g = self._decayed_grad(value, grad, tmp)
+        m, v = state["m"], state["v"]
+        t = self.iterations
+        # m ← m + (1 − β₁)(g − m) is β₁ m + (1 − β₁) g in one pass (PyTorch's lerp).
+        if g is tmp:
+            g = g.copy()
+        np.subtract(g, m, out=tmp)
+        tmp *= 1.0 - self.beta1
+        m += tmp
+        v *= self.beta2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - self.beta2
+        v += tmp
+        step_size = lr / (1.0 - self.beta1**t)
+        np.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1.0 - self.beta2**t)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        value -= tmp
+
+    def get_config(self):
+        return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``.
+
+        p ← p (1 − lr λ), then the Adam step with the plain gradient g.
+
+    Args: as Adam; ``weight_decay`` defaults to 0.01 as in PyTorch.
+    """
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, beta1, beta2, eps, weight_decay)
+
+    def _decayed_grad(self, value, grad, out):
+        return grad
+
+    def _update(self, value, grad, state, tmp, lr):
+        if self.weight_decay:
+            value *= 1.0 - lr * self.weight_decay
+        super()._update(value, grad, state, tmp, lr)
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as ``torch.optim.RMSprop``.
+
+        g ← g + λ p
+        s ← α s + (1 − α) g²
+        centered: ḡ ← α ḡ + (1 − α) g,  d = √(s − ḡ²) + ε;   otherwise d = √s + ε
+        momentum μ > 0: b ← μ b + g / d,  p ← p − lr b;       otherwise p ← p − lr g / d
+
+    Args:
+        lr: learning rate (default 0.01), alpha: α, eps: ε, momentum: μ, centered, weight_decay: λ.
+    """
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
+                 weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"RMSprop: alpha must lie in [0, 1), got {alpha}")
+        self.alpha = float(alpha)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.centered = bool(centered)
+
+    def _init_state(self, p):
+        state = {"square_avg": np.zeros_like(p.value)}
+        if self.centered:
+            state["grad_avg"] = np.zeros_like(p.value)
+        if self.momentum:
+            state["momentum_buffer"] = np.zeros_like(p.value)
+        return state
+
+    def _update(self, value, grad, state, tmp, lr):
+        g = self._decayed_grad(value, grad, tmp)
+        if g is tmp:
+            g = g.copy()
+        s = state["square_avg"]
+        s *= self.alpha
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - self.alpha
+        s += tmp
+        if self.centered:
+            ga = state["grad_avg"]
+            ga *= self.alpha
+            ga += g * (1.0 - self.alpha)
+            np.multiply(ga, ga, out=tmp)
+            np.subtract(s, tmp, out=tmp)
+            np.sqrt(tmp, out=tmp)
+        else:
+            np.sqrt(s, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)
+        if self.momentum:
+            buf = state["momentum_buffer"]
+            buf *= self.momentum
+            buf += tmp
+            np.multiply(buf, lr, out=tmp)
+        else:
+            tmp *= lr
+        value -= tmp
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+OPTIMIZER_CLASSES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+
+
+def get(identifier) -> Optimizer:
+    """Return an Optimizer for an instance (as is) or a name ("sgd", "adam", "adamw", "rmsprop").
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if isinstance(identifier, Optimizer):
+        return identifier
+    try:
+        return OPTIMIZERS[str(identifier).lower()]()
+    except KeyError:
+        raise ValueError(
+            f"unknown optimizer {identifier!r}; pass an Optimizer or one of {sorted(OPTIMIZERS)}"
+        ) from None
+
+
+def from_config(class_name: str, config: dict) -> Optimizer:
+    """Rebuild an optimizer from its class name and ``get_config()``."""
+    if class_name not in OPTIMIZER_CLASSES:
+        raise ValueError(f"unknown optimizer {class_name!r}; known: {sorted(OPTIMIZER_CLASSES)}")
+    config = dict(config)
+    lr = config.get("lr")
+    if isinstance(lr, dict):
+        config["lr"] = schedules.from_config(lr["schedule"], lr["config"])
+    return OPTIMIZER_CLASSES[class_name](**config)
