@@ -50,6 +50,7 @@ class Sequential:
         self.stop_training = False
         self.history: History | None = None
         self._params: list[Parameter] = []
+        self.metadata: dict = {}
         self._rng: np.random.Generator | None = None
         for layer in layers or []:
             self.add(layer)
@@ -262,7 +263,8 @@ class Sequential:
             epochs: index of the last epoch (``initial_epoch`` … ``epochs`` − 1 run).
             batch_size: samples per gradient step (the last batch may be smaller).
             shuffle: reshuffle the training samples every epoch.
-            seed: seeds shuffling, and weight init if the model is not built yet.
+            seed: seeds shuffling (per epoch, so a resumed run shuffles like an uninterrupted
+                one) and weight init if the model is not built yet.
             validation_data: (x_val, y_val) evaluated after every epoch.
             validation_split: fraction of the *last* samples of (x, y) held out for validation
                 (taken before shuffling), used when validation_data is None.
@@ -309,7 +311,7 @@ class Sequential:
             x_val, y_val = validation_data
             x_val = self._prepare_x(x_val, "fit (validation data)")
             self._check_targets(x_val, np.asarray(y_val), "fit (validation data)")
-        rng = np.random.default_rng(self.seed if seed is None else seed)
+        shuffle_seed = self.seed if seed is None else seed
 
         n = len(x)
         steps = math.ceil(n / batch_size)
@@ -331,7 +333,12 @@ class Sequential:
             self.optimizer.epoch = epoch
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
-            order = rng.permutation(n) if shuffle else None
+            order = None
+            if shuffle:
+                # One Generator per (seed, epoch): a run resumed at any epoch shuffles exactly
+                # as the uninterrupted run would have.
+                epoch_seed = None if shuffle_seed is None else [shuffle_seed, epoch]
+                order = np.random.default_rng(epoch_seed).permutation(n)
             loss_sum = 0.0
             correct = [0] * len(self.metrics)
             seen = 0
@@ -469,11 +476,14 @@ class Sequential:
             model.build(config["input_shape"])
         return model
 
-    def save(self, path, include_optimizer: bool = True) -> None:
-        """Write architecture, weights (and optimizer state) to ``path`` (.npz), atomically."""
+    def save(self, path, include_optimizer: bool = True, metadata: dict | None = None) -> None:
+        """Write architecture, weights (and optimizer state) to ``path`` (.npz), atomically.
+
+        See :func:`chainrule.serialization.save_model`.
+        """
         from .serialization import save_model
 
-        save_model(self, path, include_optimizer=include_optimizer)
+        save_model(self, path, include_optimizer=include_optimizer, metadata=metadata)
 
     def __repr__(self) -> str:
         return f"Sequential(name={self.name!r}, layers={len(self.layers)}, dtype={self.dtype})"

@@ -2,7 +2,9 @@
 
 Layout of the archive (all plain arrays, so ``np.load(..., allow_pickle=False)`` reads it):
 
-    __chainrule__              JSON text: format version, model config, compile config
+    __chainrule__              JSON text: format version, model config, compile config and the
+                               random state of layers that draw (Dropout), so training resumes
+                               exactly
     param/<layer>/<name>       every parameter value
     optimizer/<index>/<key>    optimizer state per parameter (index in model.parameters())
 """
@@ -25,11 +27,18 @@ FORMAT_VERSION = 1
 CONFIG_KEY = "__chainrule__"
 
 
-def save_model(model, path, include_optimizer: bool = True) -> None:
+def save_model(model, path, include_optimizer: bool = True, metadata: dict | None = None) -> None:
     """Save ``model`` to ``path`` (.npz): written to a temporary file, then renamed into place.
 
     A failure at any point (disk full, Ctrl-C) leaves an existing file at ``path`` untouched and
     no partial file behind.
+
+    Args:
+        model: a built Sequential.
+        path: target file.
+        include_optimizer: also store the optimizer's state (to resume training exactly).
+        metadata: JSON-able extras (e.g. a training checkpoint's epoch and history), given back
+            as ``model.metadata`` by :func:`load_model`.
 
     Raises:
         ValueError: if the model is not built (it has no weights yet).
@@ -49,6 +58,7 @@ def save_model(model, path, include_optimizer: bool = True) -> None:
         "chainrule_version": __version__,
         "model": model.get_config(),
         "compile": None,
+        "metadata": metadata or {},
     }
     if model.loss is not None and model.optimizer is not None:
         opt = model.optimizer
@@ -67,6 +77,11 @@ def save_model(model, path, include_optimizer: bool = True) -> None:
             for i, p in enumerate(model.parameters()):
                 for key, value in opt.state.get(p, {}).items():
                     arrays[f"optimizer/{i}/{key}"] = value
+    config["rng_states"] = {
+        layer.name: layer.rng.bit_generator.state
+        for layer in model.layers
+        if isinstance(getattr(layer, "rng", None), np.random.Generator)
+    }
     arrays[CONFIG_KEY] = np.array(json.dumps(config))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -145,6 +160,11 @@ def load_model(path, compile: bool = True):
                     f"{p.value.shape}"
                 )
             p.value = value.astype(model.dtype, copy=True)
+    for layer in model.layers:
+        state = config.get("rng_states", {}).get(layer.name)
+        if state is not None:
+            layer.rng.bit_generator.state = state
+    model.metadata = config.get("metadata", {})
     compiled = config.get("compile")
     if compile and compiled:
         loss = losses_mod.from_config(compiled["loss"]["class_name"], compiled["loss"]["config"])

@@ -1,0 +1,105 @@
+"""Model presets: ready-to-train Sequential models with settings that train well on MNIST."""
+
+from __future__ import annotations
+
+import math
+
+from . import layers, losses, optimizers, schedules
+from .model import Sequential
+
+PRESETS = ("softmax", "mlp")
+
+
+def default_optimizer(lr: float = 1e-3, epochs: int | None = None,
+                      steps_per_epoch: int | None = None) -> optimizers.Adam:
+    """Adam(lr), with a cosine decay to 0 over the whole run when its length is known.
+
+    Decaying the rate to zero over the last epochs is worth about 0.1–0.3 points of MNIST test
+    accuracy over a constant rate for the same number of epochs.
+    """
+    if epochs and steps_per_epoch:
+        return optimizers.Adam(
+            schedules.CosineDecay(lr, T_max=epochs * steps_per_epoch, per="step")
+        )
+    return optimizers.Adam(lr)
+
+
+def _compile(model: Sequential, lr: float, epochs, steps_per_epoch) -> Sequential:
+    model.compile(
+        optimizer=default_optimizer(lr, epochs, steps_per_epoch),
+        loss=losses.SparseCategoricalCrossEntropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def softmax_regression(num_classes: int = 10, input_shape=(28, 28), lr: float = 1e-2,
+                       epochs: int | None = None, steps_per_epoch: int | None = None,
+                       seed: int | None = None, dtype: str = "float32") -> Sequential:
+    """The lecture's model: z = W x + b, a = softmax(z), trained on the fused cross-entropy.
+
+    Flatten → Dense(num_classes) with zero-initialised W (the loss is convex, so any start
+    works and zeros make runs comparable). The softmax lives in the loss
+    (``from_logits=True``), whose gradient is a − y. Compiled with Adam(1e-2), cosine-decayed
+    over ``epochs`` × ``steps_per_epoch`` steps when both are given.
+
+    Args:
+        num_classes: C.
+        input_shape: one sample's shape, (28, 28) for MNIST images or (784,) for flat vectors.
+        lr: initial learning rate.
+        epochs, steps_per_epoch: length of the run, for the learning-rate decay.
+        seed: weight/shuffle seed. dtype: "float32" or "float64".
+
+    Returns:
+        A built and compiled Sequential.
+    """
+    model = Sequential(
+        [
+            layers.Flatten(input_shape=input_shape),
+            layers.Dense(num_classes, kernel_initializer="zeros"),
+        ],
+        dtype=dtype,
+        seed=seed,
+        name="softmax_regression",
+    )
+    return _compile(model, lr, epochs, steps_per_epoch)
+
+
+def mlp(hidden=(256, 256), activation: str = "relu", dropout: float = 0.0,
+        num_classes: int = 10, input_shape=(28, 28), lr: float = 1e-3,
+        epochs: int | None = None, steps_per_epoch: int | None = None,
+        seed: int | None = None, dtype: str = "float32") -> Sequential:
+    """A multi-layer perceptron: Flatten → [Dense(h) → activation (→ Dropout)] × k → Dense(C).
+
+    Hidden layers use He-normal initialisation for ReLU-family activations (it keeps the
+    activation variance constant with depth) and Glorot-uniform otherwise. Compiled with
+    Adam(1e-3), cosine-decayed over the run when its length is given, on the fused
+    cross-entropy.
+
+    Args:
+        hidden: units of each hidden layer.
+        activation: "relu", "leaky_relu", "tanh" or "sigmoid".
+        dropout: rate of a Dropout after each hidden activation (0 disables).
+        num_classes, input_shape, lr, epochs, steps_per_epoch, seed, dtype: as in
+            :func:`softmax_regression`.
+
+    Returns:
+        A built and compiled Sequential.
+    """
+    hidden = tuple(int(h) for h in hidden)
+    if not hidden or min(hidden) <= 0:
+        raise ValueError(f"mlp: hidden must be a non-empty list of positive sizes, got {hidden}")
+    init = "he_normal" if activation in ("relu", "leaky_relu") else "glorot_uniform"
+    stack: list[layers.Layer] = [layers.Flatten(input_shape=input_shape)]
+    for units in hidden:
+        stack.append(layers.Dense(units, activation=activation, kernel_initializer=init))
+        if dropout:
+            stack.append(layers.Dropout(dropout))
+    stack.append(layers.Dense(num_classes))
+    model = Sequential(stack, dtype=dtype, seed=seed, name="mlp")
+    return _compile(model, lr, epochs, steps_per_epoch)
+
+
+def steps_per_epoch(n_samples: int, batch_size: int) -> int:
+    """Number of optimizer steps in one epoch (the last batch may be smaller)."""
+    return math.ceil(n_samples / batch_size)
