@@ -48,21 +48,40 @@ def log_sigmoid(z: np.ndarray) -> np.ndarray:
     return -(np.maximum(-z, 0) + np.log1p(np.exp(-np.abs(z))))
 
 
-def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
-    """Return the (N, C) one-hot encoding of integer ``labels`` of shape (N,).
+def one_hot(labels, num_classes: int | None = None, dtype=np.float32) -> np.ndarray:
+    """Encode integer class labels as one-hot rows.
+
+    Args:
+        labels: integer array of any shape S, values in [0, num_classes).
+        num_classes: C; default max(labels) + 1.
+        dtype: dtype of the result.
+
+    Returns:
+        Array of shape S + (C,) with a 1 at each label's index and 0 elsewhere.
 
     Raises:
-        TypeError: if ``labels`` are not integers.
-        ValueError: if a label lies outside [0, num_classes).
+        TypeError: labels are not integers.
+        ValueError: a label is negative or >= num_classes.
     """
     labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"one_hot expects integer labels, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"one_hot: labels must lie in [0, {num_classes}), got values in "
-            f"[{labels.min()}, {labels.max()}]"
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"one_hot expected integer labels, got dtype {labels.dtype}; "
+            "if the values are whole numbers, cast with labels.astype(np.int64)"
         )
-    out = np.zeros((labels.shape[0], num_classes), dtype=dtype)
-    out[np.arange(labels.shape[0]), labels] = 1
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    elif num_classes < 1:
+        raise ValueError(f"one_hot expected num_classes >= 1, got {num_classes}")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        where = np.unravel_index(int(np.flatnonzero(bad)[0]), labels.shape)
+        index = tuple(int(i) for i in where)
+        shown = index[0] if len(index) == 1 else index
+        raise ValueError(
+            f"one_hot expected labels in [0, {num_classes}), got {labels[index]} at index "
+            f"{shown}; pass a larger num_classes or fix the labels"
+        )
+    out = np.zeros(labels.shape + (num_classes,), dtype=dtype)
+    np.put_along_axis(out, labels[..., None].astype(np.intp), 1, axis=-1)
     return out
