@@ -173,13 +173,14 @@ def cmd_train(args) -> int:
             "hidden": [int(h) for h in args.hidden.split(",")] if args.model == "mlp" else None,
             "dropout": args.dropout if args.model == "mlp" else None,
         }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(config_path, config)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a))
 
+    # Data first: a run that cannot find its data leaves no run folder behind.
     files, (x_train, y_train), (x_test, y_test) = _load_dataset(
         config["dataset"], config["data_dir"], progress=not args.quiet
     )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(config_path, config)
     n_val = int(round(len(x_train) * config["validation_split"]))
     x_val, y_val = x_train[len(x_train) - n_val:], y_train[len(y_train) - n_val:]
     x_tr, y_tr = x_train[:len(x_train) - n_val], y_train[:len(y_train) - n_val]
@@ -218,8 +219,14 @@ def cmd_train(args) -> int:
                 initial_epoch=initial_epoch,
             )
     except KeyboardInterrupt:
-        done = load_model(run_dir / CHECKPOINT).metadata.get("completed_epochs", 0) if (
-            run_dir / CHECKPOINT).exists() else 0
+        if not (run_dir / CHECKPOINT).exists():
+            print(
+                f"\ninterrupted before the first epoch ended: {run_dir} holds no checkpoint to "
+                "resume from; run the same command again to start over",
+                file=sys.stderr,
+            )
+            return 130
+        done = load_model(run_dir / CHECKPOINT).metadata.get("completed_epochs", 0)
         print(
             f"\ninterrupted: the checkpoint after epoch {done} is in {run_dir / CHECKPOINT}; "
             f"continue with: chainrule train --resume --out {run_dir}",
@@ -235,7 +242,7 @@ def cmd_train(args) -> int:
     _write_json(run_dir / "history.json", history)
     _write_history_csv(run_dir / "history.csv", history)
     manifest = {
-        "argv": sys.argv,
+        "argv": ["chainrule", *sys.argv[1:]],
         "config": config,
         "seed": config["seed"],
         "versions": {"chainrule": __version__, "numpy": np.__version__,
@@ -348,8 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         "digit classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"chainrule {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, help):
+        return sub.add_parser(name, help=help, parents=[common])
 
     def data_args(p):
         p.add_argument("--dataset", default="mnist",
@@ -357,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", default=None,
                        help="folder holding the dataset (default: search, then download)")
 
-    p = sub.add_parser("train", help="train a model on MNIST (or another IDX dataset)")
+    p = command("train", help="train a model on MNIST (or another IDX dataset)")
     p.add_argument("--model", choices=models.PRESETS, default="mlp")
     data_args(p)
     p.add_argument("--epochs", type=int, default=None,
@@ -380,24 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="loss, accuracy, report and confusion matrix")
+    p = command("evaluate", help="loss, accuracy, report and confusion matrix")
     p.add_argument("model", help="a model .npz written by train")
     data_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify images of handwritten digits")
+    p = command("predict", help="classify images of handwritten digits")
     p.add_argument("model", help="a model .npz written by train")
     p.add_argument("images", nargs="+", help="PNG/JPEG files, any size")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("gradcheck", help="check the backward passes of a small float64 model")
+    p = command("gradcheck", help="check the backward passes of a small float64 model")
     p.add_argument("--model", choices=models.PRESETS, default="mlp")
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_gradcheck)
 
-    p = sub.add_parser("info", help="versions, BLAS, and where datasets are looked for")
+    p = command("info", help="versions, BLAS, and where datasets are looked for")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_info)
     return parser

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 
@@ -87,15 +87,24 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
 
 
 def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    The file gets the permissions an ordinary ``open`` would give (0o666 minus the umask), not
+    the owner-only 0o600 of ``tempfile.mkstemp``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file as 0600; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -124,9 +133,8 @@ def load_model(path, compile: bool = True):
             arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise ValueError(
-            f"load_model: {path} is not a chainrule model file (not a readable .npz archive: "
-            f"{exc})"
-        ) from None
+            f"load_model: {path} is not a chainrule model file (not a readable .npz archive)"
+        ) from exc
     if CONFIG_KEY not in arrays:
         raise ValueError(
             f"load_model: {path} is an .npz archive but not a chainrule model (no "
