@@ -162,20 +162,23 @@ class Sequential:
             metrics: list of metric names, e.g. ["accuracy"].
 
         Raises:
-            ValueError: for a missing/unknown loss, or a final Softmax layer combined with a
-                ``from_logits=True`` loss (softmax would be applied twice).
+            ValueError: for a missing/unknown loss, or a final Softmax (Sigmoid) layer combined
+                with a ``from_logits=True`` loss (it would be applied twice).
         """
         if loss is None:
             raise ValueError("compile needs a loss, e.g. losses.SparseCategoricalCrossEntropy()")
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
-        if self.layers and isinstance(self.layers[-1], activations.Softmax) and getattr(
+        last = self.layers[-1] if self.layers else None
+        if isinstance(last, activations.Softmax | activations.Sigmoid) and getattr(
             self.loss, "from_logits", False
         ):
+            kind = type(last).__name__
             raise ValueError(
-                f"the last layer is Softmax but the loss {self.loss!r} expects logits "
-                "(from_logits=True): softmax would be applied twice. Remove the Softmax layer "
-                "(recommended: the fused loss is exact and stable) or use from_logits=False"
+                f"the last layer is {kind} but the loss {self.loss!r} expects logits "
+                f"(from_logits=True): {kind.lower()} would be applied twice. Remove the {kind} "
+                "layer (recommended: the fused loss is exact and stable) or use "
+                "from_logits=False"
             )
         self.metrics = [metrics_mod.get_metric(m) for m in (metrics or [])]
 
@@ -281,9 +284,7 @@ class Sequential:
             FloatingPointError: when the loss becomes NaN or inf (names epoch and step).
         """
         self._require_compiled("fit")
-        if int(batch_size) <= 0:
-            raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size}")
-        batch_size = int(batch_size)
+        batch_size = _check_batch_size(batch_size, "fit")
         x = self._prepare_x(x, "fit")
         y = np.asarray(y)
         if y.ndim == 0 or len(y) != len(x):
@@ -354,7 +355,7 @@ class Sequential:
                     raise FloatingPointError(
                         f"training diverged: the loss became {loss} at epoch {epoch + 1}, step "
                         f"{step + 1} of {steps}. Try a lower learning rate (it was "
-                        f"{self.optimizer.learning_rate:g}), normalise the inputs, or check the "
+                        f"{self.optimizer.last_lr:g}), normalise the inputs, or check the "
                         "data for extreme values"
                     )
                 nb = len(xb)
@@ -393,6 +394,7 @@ class Sequential:
             {"loss": float, "accuracy": float, …} for the compiled metrics.
         """
         self._require_compiled("evaluate")
+        batch_size = _check_batch_size(batch_size, "evaluate")
         x = self._prepare_x(x, "evaluate")
         y = np.asarray(y)
         if len(y) != len(x):
@@ -418,6 +420,7 @@ class Sequential:
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Model outputs for ``x`` at inference, computed in batches: shape (N, *output_shape)."""
+        batch_size = _check_batch_size(batch_size, "predict")
         x = self._prepare_x(x, "predict")
         if not self.built:
             self.build(x.shape[1:])
@@ -487,3 +490,10 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential(name={self.name!r}, layers={len(self.layers)}, dtype={self.dtype})"
+
+
+def _check_batch_size(batch_size, what: str) -> int:
+    integer = isinstance(batch_size, int | np.integer) and not isinstance(batch_size, bool)
+    if not integer or batch_size <= 0:
+        raise ValueError(f"{what}: batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)

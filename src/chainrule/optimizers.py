@@ -2,8 +2,10 @@
 
 The update rules follow PyTorch's formulas exactly (PyTorch is the test oracle), and state
 lives per parameter in ``optimizer.state[param]``. Every update runs in place with a scratch
-buffer per parameter, so a step allocates nothing after the first one and never leaves the
-parameter's dtype.
+buffer per parameter and never leaves the parameter's dtype. After the first step, plain and
+momentum SGD, Adam, AdamW and plain or momentum RMSprop allocate nothing; Nesterov, dampening,
+L2 decay in Adam/RMSprop and centered RMSprop use one or two temporaries of the parameter's
+size.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Optimizer:
 
     Attributes:
         iterations: number of steps taken.
+        last_lr: the learning rate the last step used.
         epoch: epoch index, set by ``fit`` for per-epoch schedules.
         state: dict Parameter → dict of state arrays.
     """
@@ -42,6 +45,7 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.iterations = 0
         self.epoch = 0
+        self.last_lr: float | None = None
         self.state: dict[Parameter, dict[str, np.ndarray]] = {}
         self._scratch: dict[Parameter, np.ndarray] = {}
 
@@ -58,7 +62,7 @@ class Optimizer:
         Raises:
             RuntimeError: if a parameter has no gradient (backward has not run).
         """
-        lr = self.learning_rate
+        lr = self.last_lr = self.learning_rate
         self.iterations += 1
         for p in parameters:
             if p.grad is None:
