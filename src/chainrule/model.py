@@ -212,7 +212,7 @@ class Sequential:
         if not first.integer_input:
             check_finite(x, f"{what}: the model")
         if self.built:
-            first._check_sample_shape(x.shape[1:])
+            first._check_sample_shape(x.shape[1:], batch=x.shape[0])
             if x.shape[1:] != self.input_shape:
                 raise ValueError(
                     f"{what}: the model was built for input of shape (N, "

@@ -84,8 +84,11 @@ class Layer:
         """Per-sample output shape for a per-sample input shape (same shape by default)."""
         return tuple(input_shape)
 
-    def _check_sample_shape(self, shape: tuple[int, ...]) -> None:
-        """Raise ValueError if one sample of this shape cannot go through the layer."""
+    def _check_sample_shape(self, shape: tuple[int, ...], batch: int | None = None) -> None:
+        """Raise ValueError if one sample of this shape cannot go through the layer.
+
+        ``batch`` is the batch size N when known, so that messages show the received shape.
+        """
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, training: bool = False) -> np.ndarray:
@@ -178,7 +181,7 @@ class Layer:
         if not self.built:
             dtype = None if self.integer_input else x.dtype
             self.build(x.shape[1:], dtype=dtype)
-        self._check_sample_shape(x.shape[1:])
+        self._check_sample_shape(x.shape[1:], batch=x.shape[0])
         return x
 
     def _label(self) -> str:

@@ -72,7 +72,7 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def _check_sample_shape(self, shape):
+    def _check_sample_shape(self, shape, batch=None):
         if len(shape) == 0:
             raise ValueError(
                 f"{self._label()} expected input of shape (N, features), got a 1-D batch; "
@@ -82,7 +82,8 @@ class Dense(Layer):
             hint = "; add layers.Flatten() first" if len(shape) > 1 else ""
             raise ValueError(
                 f"{self._label()} expected {self.W.value.shape[0]} features on the last axis, "
-                f"got input of shape (N, {', '.join(map(str, shape))}){hint}"
+                f"got input of shape ({'N' if batch is None else batch}, "
+                f"{', '.join(map(str, shape))}){hint}"
             )
 
     def _validate_input(self, x):

@@ -1,0 +1,194 @@
+"""chainrule vs PyTorch on the CPU: training throughput, inference, the GEMM floor, peak memory.
+
+Usage:
+    CHAINRULE_DATA=../shared/data python benchmarks/speed.py [--reps 3] [--threads 2]
+
+Both frameworks train the same model on the same in-memory MNIST (float32, 60,000 images,
+reshuffled every epoch, no DataLoader) with Adam(1e-3) and the same number of threads; the runs
+interleave (chainrule, torch, chainrule, torch, …) so drift hits both, and each figure is the
+median of ``--reps`` one-epoch runs from a fresh model. This is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-rss", action="store_true", help="skip the peak-memory run")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+import chainrule as cr  # noqa: E402
+from chainrule import layers, losses, optimizers  # noqa: E402
+from chainrule.data import load_mnist  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+threadpool_limits(ARGS.threads)
+
+MLP = (784, 256, 256, 10)
+SOFTMAX = (784, 10)
+
+
+def chainrule_model(sizes, seed=0):
+    stack = []
+    for units in sizes[1:-1]:
+        stack.append(layers.Dense(units, activation="relu", kernel_initializer="he_normal"))
+    stack.append(layers.Dense(sizes[-1]))
+    model = cr.Sequential(stack, seed=seed)
+    model.build((sizes[0],))
+    model.compile(optimizers.Adam(1e-3),
+                  losses.SparseCategoricalCrossEntropy(from_logits=True))
+    return model
+
+
+def torch_model(sizes, seed=0):
+    torch.manual_seed(seed)
+    mods = []
+    for a, b in zip(sizes[:-2], sizes[1:-1], strict=True):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    mods.append(torch.nn.Linear(sizes[-2], sizes[-1]))
+    model = torch.nn.Sequential(*mods)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def epoch_chainrule(sizes, x, y, batch, seed):
+    model = chainrule_model(sizes, seed)
+    start = time.perf_counter()
+    model.fit(x, y, epochs=1, batch_size=batch, seed=seed, verbose=0)
+    return time.perf_counter() - start
+
+
+def epoch_torch(sizes, x, y, batch, seed):
+    model, opt = torch_model(sizes, seed)
+    gen = torch.Generator().manual_seed(seed)
+    lossf = torch.nn.functional.cross_entropy
+    start = time.perf_counter()
+    perm = torch.randperm(len(x), generator=gen)
+    for i in range(0, len(x), batch):
+        idx = perm[i:i + batch]
+        loss = lossf(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def interleaved(fn_a, fn_b, reps):
+    a, b = [], []
+    for r in range(reps):
+        a.append(fn_a(r))
+        b.append(fn_b(r))
+    return statistics.median(a), statistics.median(b)
+
+
+def gemm_floor(sizes, batch, steps, reps=30):
+    """Seconds of np.matmul per epoch for exactly the products a training step needs.
+
+    Counted per Dense layer (D → M): forward x (B, D) @ W (D, M); weight gradient
+    xᵀ (D, B) @ g (B, M); input gradient g (B, M) @ Wᵀ (M, D) for every layer but the first.
+    Bias adds, activations, loss and optimizer are not counted: they are the work above the floor.
+    """
+    rng = np.random.default_rng(0)
+    total, flops = 0.0, 0
+    for i, (d, m) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        x = rng.standard_normal((batch, d), dtype=np.float32)
+        w = rng.standard_normal((d, m), dtype=np.float32)
+        g = rng.standard_normal((batch, m), dtype=np.float32)
+        products = [(x, w), (x.T, g)] + ([(g, w.T)] if i > 0 else [])
+        for a, b in products:
+            a @ b
+            start = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            total += (time.perf_counter() - start) / reps
+            flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    return total * steps, flops * steps
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of `chainrule train --model mlp --epochs 1` on full MNIST, in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run(
+        [sys.executable, "-m", "chainrule", "train", "--model", "mlp", "--epochs", "1",
+         "--quiet", "--out", os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                          f"chainrule-rss-{os.getpid()}")],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(before, after) / 1024
+
+
+def main():
+    (x, y), (x_test, y_test) = load_mnist(flatten=True)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    rows = []
+    for name, sizes, batch in [("MLP 784-256-256-10", MLP, 128), ("MLP 784-256-256-10", MLP, 32),
+                               ("MLP 784-256-256-10", MLP, 512),
+                               ("softmax regression 784-10", SOFTMAX, 128)]:
+        ours, theirs = interleaved(lambda r, s=sizes, b=batch: epoch_chainrule(s, x, y, b, r),
+                                   lambda r, s=sizes, b=batch: epoch_torch(s, tx, ty, b, r),
+                                   ARGS.reps)
+        steps = -(-len(x) // batch)
+        floor, flops = gemm_floor(sizes, batch, steps)
+        rows.append((f"{name}, batch {batch}", len(x) / ours, len(x) / theirs, floor, ours,
+                     theirs, flops))
+
+    model = chainrule_model(MLP)
+    tmodel, _ = torch_model(MLP)
+    txt = torch.from_numpy(x_test)
+
+    def infer_ours(_):
+        start = time.perf_counter()
+        model.predict(x_test, batch_size=1000)
+        return time.perf_counter() - start
+
+    def infer_torch(_):
+        start = time.perf_counter()
+        with torch.no_grad():
+            for i in range(0, len(txt), 1000):
+                tmodel(txt[i:i + 1000])
+        return time.perf_counter() - start
+
+    inf_ours, inf_torch = interleaved(infer_ours, infer_torch, max(ARGS.reps, 5))
+    rss = None if ARGS.skip_rss else peak_rss_mb()
+
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {ARGS.threads} threads each; "
+          f"Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}; "
+          f"median of {ARGS.reps} interleaved one-epoch runs")
+    print("\n| training, one epoch of 60,000 | chainrule samples/s | PyTorch samples/s | "
+          "ratio | GEMM floor | chainrule / floor | PyTorch / floor |")
+    print("|---|---|---|---|---|---|---|")
+    for label, s_ours, s_torch, floor, t_ours, t_torch, flops in rows:
+        print(f"| {label} | {s_ours:,.0f} | {s_torch:,.0f} | {s_ours / s_torch:.2f} | "
+              f"{floor:.3f} s ({flops / floor / 1e9:.0f} GFLOP/s) | {t_ours / floor:.2f}x | "
+              f"{t_torch / floor:.2f}x |")
+    print("\n| inference, 10,000 test images, batch 1,000 | chainrule images/s | "
+          "PyTorch images/s | ratio |")
+    print("|---|---|---|---|")
+    print(f"| MLP 784-256-256-10 | {len(x_test) / inf_ours:,.0f} | "
+          f"{len(x_test) / inf_torch:,.0f} | {inf_torch / inf_ours:.2f} |")
+    if rss is not None:
+        print(f"\npeak RSS of `chainrule train --model mlp --epochs 1` (full MNIST): {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
