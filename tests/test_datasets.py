@@ -388,6 +388,6 @@ def test_real_mnist_flatten_and_raw(real_mnist):
 
 def test_real_mnist_found_through_env(monkeypatch):
     monkeypatch.setenv("CHAINRULE_DATA", str(DATA_DIR))
-    assert find_dataset("mnist", download=False) == (DATA_DIR / "mnist").resolve()
+    assert find_dataset("mnist", download=False).resolve() == (DATA_DIR / "mnist").resolve()
     files = dataset_files("mnist", download=False)
     assert files["train_labels"].name == "train-labels-idx1-ubyte.gz"

@@ -18,6 +18,26 @@ from . import schedules
 from .parameter import Parameter
 
 
+#: Steps between two flushes of subnormal state values (see ``_flush_subnormals``).
+FLUSH_EVERY = 64
+
+
+def _flush_subnormals(state: dict[str, np.ndarray]) -> None:
+    """Set state entries below the smallest normal float to exactly 0.
+
+    A moment whose gradient stays 0 (a border pixel's weights, a dead ReLU unit) decays
+    geometrically, m ← β m, through the subnormal range before it reaches 0; many x86 CPUs
+    handle subnormal operands tens of times slower, which made epochs slower as training went
+    on (the AMD EPYC our benchmarks ran on shows no such penalty). NumPy cannot switch on the
+    CPU's flush-to-zero mode, so the optimizer does it: every ``FLUSH_EVERY`` steps, values
+    under ``finfo.tiny`` (1.2e-38 in float32) become 0, at the cost of a fraction of one pass
+    per step. Their effect on a parameter would be below 1e-30 of the learning rate.
+    """
+    for value in state.values():
+        tiny = np.finfo(value.dtype).tiny
+        value[np.abs(value) < tiny] = 0
+
+
 class Optimizer:
     """Base class: learning rate (a float or a Schedule), weight decay and per-parameter state.
 
@@ -77,6 +97,8 @@ class Optimizer:
             if tmp is None:
                 tmp = self._scratch[p] = np.empty_like(p.value)
             self._update(p.value, p.grad, state, tmp, lr)
+            if self.iterations % FLUSH_EVERY == 0:
+                _flush_subnormals(state)
 
     def _decayed_grad(self, value, grad, out):
         """g + λ p into ``out`` (or ``grad`` itself when λ = 0)."""
@@ -200,15 +222,16 @@ class Adam(Optimizer):
         tmp *= 1.0 - self.beta1
         m += tmp
         v *= self.beta2
-        np.multiply(g, g, out=tmp)
+        np.square(g, out=tmp)
         tmp *= 1.0 - self.beta2
         v += tmp
-        step_size = lr / (1.0 - self.beta1**t)
+        # (lr / c₁) · m / (√v / √c₂ + ε) = (lr √c₂ / c₁) · m / (√v + ε √c₂), with cₖ = 1 − βₖᵗ:
+        # one division pass fewer, same value.
+        sqrt_c2 = math.sqrt(1.0 - self.beta2**t)
         np.sqrt(v, out=tmp)
-        tmp /= math.sqrt(1.0 - self.beta2**t)
-        tmp += self.eps
+        tmp += self.eps * sqrt_c2
         np.divide(m, tmp, out=tmp)
-        tmp *= step_size
+        tmp *= lr * sqrt_c2 / (1.0 - self.beta1**t)
         value -= tmp
 
     def get_config(self):

@@ -195,6 +195,35 @@ class Layer:
     def count_params(self) -> int:
         return sum(p.size for p in self._params)
 
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state by name: arrays the layer updates itself (BatchNorm's running
+        statistics), with no gradient and no optimizer step.
+
+        Returns the layer's own arrays, not copies; ``save``/``load_model`` store them as
+        ``state/<layer>/<name>``. Empty by default and before build.
+        """
+        return {}
+
+    def set_buffers(self, buffers: dict) -> None:
+        """Overwrite buffers in place from ``{name: array}``, cast to the layer's dtype.
+
+        Raises:
+            ValueError: for a name the layer does not have or an array of the wrong shape.
+        """
+        own = self.buffers()
+        for name, value in buffers.items():
+            if name not in own:
+                raise ValueError(
+                    f"{self._label()} has no buffer {name!r}; it has {sorted(own)}"
+                )
+            value = np.asarray(value)
+            if value.shape != own[name].shape:
+                raise ValueError(
+                    f"{self._label()}: buffer {name!r} has shape {own[name].shape}, got "
+                    f"{value.shape}"
+                )
+            own[name][...] = value
+
     def get_config(self) -> dict:
         """JSON-able constructor arguments: ``type(layer)(**config)`` makes an unbuilt twin."""
         config = {"name": self.name}
@@ -213,6 +242,12 @@ class Layer:
 
 def check_finite(x: np.ndarray, where: str) -> None:
     """Raise ValueError naming ``where`` if ``x`` holds NaN or inf."""
+    # A NaN or inf anywhere makes the sum NaN or inf: one pass with no temporary array. Only a
+    # non-finite sum (possibly an overflow of finite values) needs the exact element-wise test.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(x, axis=None)
+    if np.isfinite(total):
+        return
     if not np.isfinite(x).all():
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         raise ValueError(

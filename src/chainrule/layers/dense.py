@@ -107,9 +107,11 @@ class Dense(Layer):
         x = self.cache
         W = self.W.value
         g2 = grad_y.reshape(-1, self.units)
-        self.W.grad = x.reshape(-1, W.shape[0]).T @ g2
+        # The gradient arrays are written in place after the first step: same values as a
+        # fresh assignment, without allocating two parameter-sized arrays per step.
+        self.W.grad = np.matmul(x.reshape(-1, W.shape[0]).T, g2, out=_buffer(self.W))
         if self.use_bias:
-            self.b.grad = g2.sum(axis=0)
+            self.b.grad = np.sum(g2, axis=0, out=_buffer(self.b))
         if not need_input_grad:
             return None
         return grad_y @ W.T
@@ -124,3 +126,11 @@ class Dense(Layer):
             bias_initializer=self.bias_initializer,
         )
         return config
+
+
+def _buffer(param: Parameter) -> np.ndarray:
+    """``param.grad`` if it can be overwritten with the new gradient, else a new array."""
+    grad = param.grad
+    if grad is None or grad.shape != param.value.shape or grad.dtype != param.value.dtype:
+        return np.empty_like(param.value)
+    return grad
