@@ -21,7 +21,7 @@ from .serialization import atomic_write, load_model
 
 CHECKPOINT = "checkpoint.npz"
 DEFAULT_LR = {("softmax", "sgd"): 0.5, ("mlp", "sgd"): 0.1, ("softmax", None): 1e-2,
-              ("mlp", None): 1e-3}
+              ("mlp", None): 2e-3}
 DEFAULT_EPOCHS = {"softmax": 10, "mlp": 15}
 
 
@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: 10 for softmax, 15 for mlp")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None,
-                   help="initial learning rate (default: 1e-2 softmax, 1e-3 mlp; SGD 0.5/0.1)")
+                   help="initial learning rate (default: 1e-2 softmax, 2e-3 mlp; SGD 0.5/0.1)")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), default="adam")
     p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                    help="learning-rate schedule over the run (cosine decays to 0)")

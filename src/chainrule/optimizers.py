@@ -17,7 +17,6 @@ import numpy as np
 from . import schedules
 from .parameter import Parameter
 
-
 #: Steps between two flushes of subnormal state values (see ``_flush_subnormals``).
 FLUSH_EVERY = 64
 
