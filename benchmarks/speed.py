@@ -35,7 +35,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import chainrule as cr  # noqa: E402
 from chainrule import layers, losses, optimizers  # noqa: E402
@@ -171,7 +171,11 @@ def main():
     inf_ours, inf_torch = interleaved(infer_ours, infer_torch, max(ARGS.reps, 5))
     rss = None if ARGS.skip_rss else peak_rss_mb()
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {ARGS.threads} threads each; "
+    blas = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')} kernels)"
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+    print(f"\nNumPy BLAS: {', '.join(blas)}; OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {ARGS.threads} threads each; "
           f"Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}; "
           f"median of {ARGS.reps} interleaved one-epoch runs")
     print("\n| training, one epoch of 60,000 | chainrule samples/s | PyTorch samples/s | "

@@ -128,29 +128,36 @@ class Sequential:
     def count_params(self) -> int:
         return sum(p.size for p in self._params)
 
+    def _weight_arrays(self) -> list[tuple[str, np.ndarray]]:
+        """(label, array) for every parameter value, then every buffer, layer by layer."""
+        arrays = []
+        for layer in self.layers:
+            arrays += [(f"{layer.name}/{p.name}", p.value) for p in layer.parameters()]
+            arrays += [(f"{layer.name}/{k}", v) for k, v in sorted(layer.buffers().items())]
+        return arrays
+
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of every parameter value, in ``parameters()`` order."""
-        return [p.value.copy() for p in self._params]
+        """Copies of every weight: each layer's parameter values (``parameters()`` order), then its
+        buffers such as BatchNorm's running statistics (by name) — all a model's state."""
+        return [array.copy() for _, array in self._weight_arrays()]
 
     def set_weights(self, weights) -> None:
-        """Overwrite every parameter value (same order, shapes and count as ``get_weights``).
+        """Overwrite every weight in place (same order, shapes and count as ``get_weights``).
 
         Raises:
             ValueError: for a wrong count or shape.
         """
         weights = list(weights)
-        if len(weights) != len(self._params):
-            raise ValueError(
-                f"set_weights expected {len(self._params)} arrays, got {len(weights)}"
-            )
-        for p, w in zip(self._params, weights, strict=True):
+        targets = self._weight_arrays()
+        if len(weights) != len(targets):
+            raise ValueError(f"set_weights expected {len(targets)} arrays, got {len(weights)}")
+        for (label, target), w in zip(targets, weights, strict=True):
             w = np.asarray(w)
-            if w.shape != p.value.shape:
+            if w.shape != target.shape:
                 raise ValueError(
-                    f"set_weights: parameter {p.name!r} expects shape {p.value.shape}, "
-                    f"got {w.shape}"
+                    f"set_weights: {label} expects shape {target.shape}, got {w.shape}"
                 )
-            np.copyto(p.value, w, casting="same_kind")
+            np.copyto(target, w, casting="same_kind")
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="adam", loss=None, metrics=None) -> None:

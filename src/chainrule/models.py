@@ -7,7 +7,7 @@ import math
 from . import layers, losses, optimizers, schedules
 from .model import Sequential
 
-PRESETS = ("softmax", "mlp")
+PRESETS = ("softmax", "mlp", "cnn")
 
 
 def default_optimizer(lr: float = 1e-3, epochs: int | None = None,
@@ -98,6 +98,62 @@ def mlp(hidden=(256, 256), activation: str = "relu", dropout: float = 0.0,
             stack.append(layers.Dropout(dropout))
     stack.append(layers.Dense(num_classes))
     model = Sequential(stack, dtype=dtype, seed=seed, name="mlp")
+    return _compile(model, lr, epochs, steps_per_epoch)
+
+
+def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = 0.3, lr: float = 1e-3,
+        epochs: int | None = None, steps_per_epoch: int | None = None,
+        seed: int | None = None, dtype: str = "float32") -> Sequential:
+    """A small VGG-style convolutional network for 28×28 digits, batch-normalised throughout:
+
+        input (1, 28, 28)
+        Conv2D(32, 3) → BatchNorm → ReLU          (32, 26, 26)
+        Conv2D(32, 3) → BatchNorm → ReLU          (32, 24, 24)
+        MaxPool2D(2)                               (32, 12, 12)
+        Conv2D(64, 3) → BatchNorm → ReLU          (64, 10, 10)
+        Conv2D(64, 3) → BatchNorm → ReLU          (64, 8, 8)
+        MaxPool2D(2) → Flatten                     (1024,)
+        Dense(128) → BatchNorm → ReLU → Dropout   (128,)
+        Dense(num_classes)                         logits
+
+    "valid" 3×3 convolutions keep the compute at about 9.8 M multiply-adds per image, half of
+    what "same" padding would cost, for the same accuracy on centred digits. Convolutions and
+    the hidden Dense use He-normal initialisation and no bias (the BatchNorm's β replaces it).
+    Compiled with Adam(1e-3), cosine-decayed over the run when its length is given.
+
+    Args:
+        num_classes: C.
+        input_shape: one sample's shape: (28, 28) or (1, 28, 28).
+        dropout: rate of the Dropout before the output layer.
+        lr, epochs, steps_per_epoch, seed, dtype: as in :func:`softmax_regression`.
+
+    Returns:
+        A built and compiled Sequential.
+    """
+
+    def conv_block(filters, **kwargs):
+        return [
+            layers.Conv2D(filters, 3, use_bias=False, kernel_initializer="he_normal", **kwargs),
+            layers.BatchNorm(),
+            layers.ReLU(),
+        ]
+
+    stack: list[layers.Layer] = [
+        *conv_block(32, input_shape=input_shape),
+        *conv_block(32),
+        layers.MaxPool2D(2),
+        *conv_block(64),
+        *conv_block(64),
+        layers.MaxPool2D(2),
+        layers.Flatten(),
+        layers.Dense(128, use_bias=False, kernel_initializer="he_normal"),
+        layers.BatchNorm(),
+        layers.ReLU(),
+    ]
+    if dropout:
+        stack.append(layers.Dropout(dropout))
+    stack.append(layers.Dense(num_classes))
+    model = Sequential(stack, dtype=dtype, seed=seed, name="cnn")
     return _compile(model, lr, epochs, steps_per_epoch)
 
 

@@ -6,6 +6,8 @@ Layout of the archive (all plain arrays, so ``np.load(..., allow_pickle=False)``
                                random state of layers that draw (Dropout), so training resumes
                                exactly
     param/<layer>/<name>       every parameter value
+    state/<layer>/<name>       every non-trainable buffer (``Layer.buffers()``, e.g. BatchNorm's
+                               running statistics)
     optimizer/<index>/<key>    optimizer state per parameter (index in model.parameters())
 """
 
@@ -52,6 +54,8 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
     for layer in model.layers:
         for p in layer.parameters():
             arrays[f"param/{layer.name}/{p.name}"] = p.value
+        for name, value in layer.buffers().items():
+            arrays[f"state/{layer.name}/{name}"] = value
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -164,6 +168,18 @@ def load_model(path, compile: bool = True):
                     f"{p.value.shape}"
                 )
             p.value = value.astype(model.dtype, copy=True)
+        buffers = {}
+        for name, own in layer.buffers().items():
+            key = f"state/{layer.name}/{name}"
+            if key not in arrays:
+                raise ValueError(f"load_model: {path} lacks the layer state {key!r}")
+            if arrays[key].shape != own.shape:
+                raise ValueError(
+                    f"load_model: {path}: {key} has shape {arrays[key].shape}, the architecture "
+                    f"needs {own.shape}"
+                )
+            buffers[name] = arrays[key]
+        layer.set_buffers(buffers)
     for layer in model.layers:
         state = config.get("rng_states", {}).get(layer.name)
         if state is not None:

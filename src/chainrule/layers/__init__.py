@@ -2,14 +2,18 @@
 
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer
+from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding
+from .normalization import BatchNorm
+from .pooling import AvgPool2D, GlobalAveragePool2D, MaxPool2D
 from .reshape import Flatten
 
 __all__ = [
     "Layer",
     "Dense",
+    "Conv2D",
     "Identity",
     "ReLU",
     "LeakyReLU",
@@ -19,4 +23,8 @@ __all__ = [
     "Flatten",
     "Dropout",
     "Embedding",
+    "MaxPool2D",
+    "AvgPool2D",
+    "GlobalAveragePool2D",
+    "BatchNorm",
 ]

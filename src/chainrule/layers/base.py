@@ -44,7 +44,8 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        LAYER_CLASSES[cls.__name__] = cls
+        if not cls.__name__.startswith("_"):
+            LAYER_CLASSES[cls.__name__] = cls
 
     def __init__(self, name: str | None = None, input_shape=None):
         if name is not None and not isinstance(name, str):

@@ -1,0 +1,267 @@
+"""Conv2D: 2-D cross-correlation over NCHW images, as im2col and one matrix product."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .. import initializers
+from ..parameter import Parameter
+from .arguments import int_pair, is_int, padding_arg
+from .base import Layer
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in PyTorch and Keras) over images in NCHW order.
+
+    With x̃ the input zero-padded by p, s the stride and d the dilation:
+
+    Forward:   y[n,f,i,j] = b[f] + Σ_{c,u,v} W[f,c,u,v] · x̃[n, c, s·i + d·u, s·j + d·v]
+
+               x (N, C, H, W), W (F, C, kh, kw), b (F,), y (N, F, H′, W′),
+               H′ = ⌊(H + p_top + p_bottom − d·(kh − 1) − 1) / s⌋ + 1   (W′ likewise)
+
+    As a matrix product (im2col): the column matrix X_col (C·kh·kw, N·H′·W′) holds in row
+    (c,u,v) and column (n,i,j) the input pixel x̃[n, c, s·i + d·u, s·j + d·v], so
+
+               Z = W_mat X_col,   W_mat = W reshaped to (F, C·kh·kw),   Z (F, N·H′·W′)
+
+    Backward:  with g = dL/dy and G = g as (F, N·H′·W′):
+               dL/dW = G X_colᵀ                  (F, C·kh·kw) → (F, C, kh, kw)
+               dL/db[f] = Σ_{n,i,j} g[n,f,i,j]
+               dL/dX_col = W_matᵀ G              (C·kh·kw, N·H′·W′)
+               dL/dx̃[n, c, s·i + d·u, s·j + d·v] += dL/dX_col[(c,u,v), (n,i,j)]   (col2im)
+               dL/dx = dL/dx̃ without the padding
+
+    Each is the chain rule on the forward sum: ∂y[n,f,i,j]/∂W[f,c,u,v] = x̃[n, c, s·i+d·u, s·j+d·v]
+    and ∂y[n,f,i,j]/∂x̃[n, c, s·i+d·u, s·j+d·v] = W[f,c,u,v]; an input pixel read by several
+    windows collects the gradient of each (col2im is the adjoint of im2col).
+
+    A rank-3 input (N, H, W) is read as one channel, (N, 1, H, W); its gradient has the input's
+    shape. Cache (training only): X_col and the input and padded shapes.
+
+    Args:
+        filters: F, the number of output channels.
+        kernel_size: (kh, kw), or an int for a square kernel.
+        strides: (sh, sw) or an int.
+        padding: "valid" (none), "same" (output H′, W′ = H, W; stride 1 only), an int or a pair
+            (ph, pw) of zero rows/columns added on both sides. "same" pads d·(k − 1) in total per
+            axis; when that is odd (an even kernel) the extra row/column goes on the bottom/right,
+            as in PyTorch's ``padding='same'`` and Keras/TensorFlow.
+        dilation: (dh, dw) or an int: the spacing between kernel taps.
+        use_bias: whether to add b.
+        kernel_initializer: initializer name for W ("he_normal" by default; fan_in = C·kh·kw).
+        bias_initializer: initializer name for b ("zeros" by default).
+
+    Raises:
+        ValueError: at construction for a non-positive filters, kernel size, stride or dilation,
+            a negative padding, an unknown padding string, or padding="same" with a stride > 1
+            (PyTorch refuses it too); at forward for an input that is not (N, C, H, W) or
+            (N, H, W), a channel count other than the one the layer was built for, or a kernel
+            larger than the padded input.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        dilation=1,
+        use_bias: bool = True,
+        kernel_initializer: str = "he_normal",
+        bias_initializer: str = "zeros",
+        name: str | None = None,
+        input_shape=None,
+    ):
+        super().__init__(name=name, input_shape=input_shape)
+        if not is_int(filters) or filters <= 0:
+            raise ValueError(f"Conv2D: filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = int_pair(strides, "strides", "Conv2D")
+        self.dilation = int_pair(dilation, "dilation", "Conv2D")
+        self.padding = padding_arg(padding, "Conv2D")
+        if self.padding == "same" and self.strides != (1, 1):
+            raise ValueError(
+                f"Conv2D: padding='same' is not supported with strides {self.strides} (PyTorch "
+                "refuses it too: the output size would depend on how the extra padding is "
+                "split); use strides=1, or an explicit padding such as padding=1 with strides=2"
+            )
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        initializers.get(kernel_initializer)
+        initializers.get(bias_initializer)
+        self._pads = self._padding_amounts()
+        self.W: Parameter | None = None
+        self.b: Parameter | None = None
+
+    def _padding_amounts(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((top, bottom), (left, right)) zero rows/columns added around each image."""
+        if self.padding == "valid":
+            return (0, 0), (0, 0)
+        if self.padding == "same":
+            pads = []
+            for k, d in zip(self.kernel_size, self.dilation, strict=True):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        ph, pw = self.padding
+        return (ph, ph), (pw, pw)
+
+    # ------------------------------------------------------------------ building and shapes
+    def _build(self, input_shape, rng):
+        channels = 1 if len(input_shape) == 2 else input_shape[0]
+        shape = (self.filters, channels, *self.kernel_size)
+        self.W = Parameter(initializers.get(self.kernel_initializer)(shape, rng, self.dtype), "W")
+        self._params = [self.W]
+        if self.use_bias:
+            b = initializers.get(self.bias_initializer)((self.filters,), rng, self.dtype)
+            self.b = Parameter(b, "b")
+            self._params.append(self.b)
+
+    def _spatial_out(self, h: int, w: int) -> tuple[int, int]:
+        out = []
+        for size, (before, after), k, s, d in zip(
+            (h, w), self._pads, self.kernel_size, self.strides, self.dilation, strict=True
+        ):
+            out.append((size + before + after - d * (k - 1) - 1) // s + 1)
+        return tuple(out)
+
+    def compute_output_shape(self, input_shape):
+        return (self.filters, *self._spatial_out(*input_shape[-2:]))
+
+    def _check_sample_shape(self, shape, batch=None):
+        received = f"({'N' if batch is None else batch}, {', '.join(map(str, shape))})"
+        if len(shape) not in (2, 3):
+            hint = ""
+            if len(shape) == 1:
+                side = math.isqrt(shape[0])
+                if side * side == shape[0]:
+                    hint = (f"; reshape flat images with x.reshape(-1, 1, {side}, {side}) "
+                            f"or x.reshape(-1, {side}, {side})")
+                else:
+                    hint = "; reshape flat images to (N, C, H, W) or (N, H, W)"
+            raise ValueError(
+                f"{self._label()} expected input of shape (N, C, H, W) or (N, H, W), got "
+                f"input of shape {received}{hint}"
+            )
+        channels = 1 if len(shape) == 2 else shape[0]
+        if self.built and channels != self.W.value.shape[1]:
+            note = " (a rank-3 input (N, H, W) is one channel)" if len(shape) == 2 else ""
+            raise ValueError(
+                f"{self._label()} expected {self.W.value.shape[1]} input channels on axis 1, "
+                f"got input of shape {received}{note}"
+            )
+        h, w = shape[-2:]
+        (top, bottom), (left, right) = self._pads
+        span = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True))
+        padded = (h + top + bottom, w + left + right)
+        if padded[0] < span[0] or padded[1] < span[1]:
+            raise ValueError(
+                f"{self._label()}: kernel {self.kernel_size} with dilation {self.dilation} spans "
+                f"{span[0]}×{span[1]} pixels, larger than the padded input "
+                f"{padded[0]}×{padded[1]} (input of shape {received}, padding "
+                f"{self.padding!r}); use a smaller kernel, more padding or padding='same'"
+            )
+
+    # ------------------------------------------------------------------ forward / backward
+    def _forward(self, x, training):
+        x4 = x[:, None] if x.ndim == 3 else x
+        cols, padded_shape, (h_out, w_out) = self._im2col(x4)
+        n = x4.shape[0]
+        W = self.W.value
+        z = W.reshape(self.filters, -1) @ cols
+        # One GEMM (F, C·kh·kw) @ (C·kh·kw, N·H′·W′). z is (F, N, H′·W′); the NCHW output is its
+        # (F, N) → (N, F) transpose, written once into y together with the bias.
+        y = np.empty((n, self.filters, h_out, w_out), dtype=z.dtype)
+        z_nfp = z.reshape(self.filters, n, h_out * w_out).transpose(1, 0, 2)
+        y3 = y.reshape(n, self.filters, h_out * w_out)
+        if self.use_bias:
+            np.add(z_nfp, self.b.value[:, None], out=y3)
+        else:
+            np.copyto(y3, z_nfp)
+        if training:
+            self.cache = (cols, x.shape, padded_shape)
+        return y
+
+    def _im2col(self, x):
+        """X_col (C·kh·kw, N·H′·W′) of a (N, C, H, W) batch, the padded shape and (H′, W′).
+
+        sliding_window_view is a strided view (no copy); the final reshape of its transpose is
+        the one copy that lays the columns out contiguously for the GEMM (plus, with padding, the
+        zero-padded input, kh·kw times smaller). Rows (c, u, v) follow W's (C, kh, kw) order;
+        columns (n, i, j) keep each sample's H′·W′ block together, so the output transpose is a
+        block copy and the copies here and in col2im move runs of W′ pixels.
+        """
+        (top, bottom), (left, right) = self._pads
+        n, c, h, w = x.shape
+        if top or bottom or left or right:
+            xp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
+            xp[:, :, top:top + h, left:left + w] = x
+        else:
+            xp = x
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        windows = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+        # (N, C, H′, W′, kh, kw): output positions every s pixels, kernel taps every d pixels.
+        windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]
+        h_out, w_out = windows.shape[2:4]
+        cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * h_out * w_out)
+        return cols, xp.shape, (h_out, w_out)
+
+    def _backward(self, grad_y, need_input_grad):
+        cols, x_shape, padded_shape = self.cache
+        n, f, h_out, w_out = grad_y.shape
+        W = self.W.value
+        # G (F, N·H′·W′): the one copy of grad_y, in the column order of X_col.
+        G = np.ascontiguousarray(grad_y.reshape(n, f, -1).transpose(1, 0, 2)).reshape(f, -1)
+        self.W.grad = (G @ cols.T).reshape(W.shape)
+        if self.use_bias:
+            self.b.grad = G.sum(axis=1)
+        if not need_input_grad:
+            return None
+        grad_cols = W.reshape(f, -1).T @ G
+        grad_x = self._col2im(grad_cols, padded_shape, (n, h_out, w_out))
+        return grad_x.reshape(x_shape)
+
+    def _col2im(self, grad_cols, padded_shape, out_shape):
+        """dL/dx (N, C, H, W) from dL/dX_col: the adjoint of ``_im2col``, padding cropped.
+
+        The loop runs over the kh·kw kernel taps only (at most 25 for a 5×5 kernel): tap (u, v)
+        of every window, for every sample and channel at once, reads the pixels
+        x̃[:, :, d·u + s·i, d·v + s·j], a strided slice. Within one tap the windows read distinct
+        pixels, so a slice ``+=`` adds each gradient once; overlapping windows meet across taps.
+        The sums run in (C, N, H̃, W̃) order, the order of X_col's rows and columns, so that each
+        ``+=`` walks both arrays forward; the crop back to (N, C, H, W) is the one final copy.
+        """
+        n, h_out, w_out = out_shape
+        _, c, hp, wp = padded_shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        grad = grad_cols.reshape(c, kh, kw, n, h_out, w_out)
+        grad_xp = np.zeros((c, n, hp, wp), dtype=grad_cols.dtype)
+        for u in range(kh):
+            rows = slice(dh * u, dh * u + sh * (h_out - 1) + 1, sh)
+            for v in range(kw):
+                columns = slice(dw * v, dw * v + sw * (w_out - 1) + 1, sw)
+                grad_xp[:, :, rows, columns] += grad[:, u, v]
+        (top, bottom), (left, right) = self._pads
+        grad_x = grad_xp[:, :, top:hp - bottom, left:wp - right].transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(grad_x)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=list(self.kernel_size),
+            strides=list(self.strides),
+            padding=self.padding if isinstance(self.padding, str) else list(self.padding),
+            dilation=list(self.dilation),
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+        )
+        return config

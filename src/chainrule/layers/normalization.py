@@ -1,0 +1,146 @@
+"""BatchNorm: normalise each channel by batch statistics, then scale and shift."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..parameter import Parameter
+from .arguments import received_shape
+from .base import Layer
+
+
+class BatchNorm(Layer):
+    """Batch normalisation per channel (axis 1) of (N, C) or (N, C, H, W) input.
+
+    The statistics of channel c run over its M values: M = N for (N, C), M = N·H·W for images.
+    Shapes: x, y (N, C) or (N, C, H, W); γ, β, μ, σ², running_mean, running_var (C,).
+
+    Forward (training), per channel:
+        μ = (1/M) Σ x,   σ² = (1/M) Σ (x − μ)²  (biased),   σ = √(σ² + ε)
+        x̂ = (x − μ) / σ,   y = γ x̂ + β
+        running_mean ← (1 − m)·running_mean + m·μ
+        running_var  ← (1 − m)·running_var  + m·σ²·M/(M − 1)   (unbiased)
+    Forward (inference): y = γ (x − running_mean) / √(running_var + ε) + β; nothing changes.
+
+    Backward, with g = dL/dy and sums over the M values of a channel:
+        dL/dβ = Σ g,   dL/dγ = Σ g x̂
+        dL/dx = (γ / (M σ)) (M g − Σ g − x̂ Σ (g x̂))
+
+    Derivation of dL/dx: x̂ᵢ depends on xⱼ directly and through μ and σ, with
+        ∂μ/∂xⱼ = 1/M,
+        ∂σ²/∂xⱼ = (2/M) Σᵢ (xᵢ − μ)(δᵢⱼ − 1/M) = 2 (xⱼ − μ)/M   (since Σᵢ (xᵢ − μ) = 0),
+        ∂σ/∂xⱼ = (1/(2σ)) ∂σ²/∂xⱼ = x̂ⱼ/M,
+    so, by the quotient rule,
+        ∂x̂ᵢ/∂xⱼ = (δᵢⱼ − 1/M)/σ − (xᵢ − μ)/σ² · x̂ⱼ/M = (δᵢⱼ − 1/M − x̂ᵢ x̂ⱼ/M) / σ
+    and dL/dxⱼ = Σᵢ γ gᵢ ∂x̂ᵢ/∂xⱼ = (γ/σ)(gⱼ − (1/M) Σᵢ gᵢ − x̂ⱼ (1/M) Σᵢ gᵢ x̂ᵢ), which is the
+    compact form above: one pass for the two sums, one for dL/dx, no M×M Jacobian.
+
+    The running statistics follow PyTorch (momentum m = 0.1 weighs the new batch; Keras's
+    momentum=0.99 weighs the old average and corresponds to m = 0.01 here). They are buffers,
+    not parameters: no gradient, no optimizer step; ``save``/``load_model`` keep them (see
+    ``Layer.buffers``). Channels are on axis 1 (NCHW, as PyTorch): a rank-3 (N, T, D) input is
+    refused rather than guessed at.
+
+    Cache (training only): x̂ and 1/σ.
+
+    Args:
+        momentum: m in [0, 1], the weight of the current batch in the running statistics.
+        eps: ε > 0, added to the variance for stability.
+
+    Raises:
+        ValueError: at construction for a momentum outside [0, 1] or a non-positive eps; at
+            forward for an input that is not (N, C) or (N, C, H, W), a channel count other
+            than the one the layer was built for, or (training only) a single value per channel.
+    """
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        momentum, eps = float(momentum), float(eps)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(
+                "BatchNorm: momentum must lie in [0, 1] (PyTorch's convention: the weight of "
+                f"the new batch, 0.1 by default), got {momentum}"
+            )
+        if not eps > 0.0:
+            raise ValueError(f"BatchNorm: eps must be positive, got {eps}")
+        self.momentum = momentum
+        self.eps = eps
+        self.gamma: Parameter | None = None
+        self.beta: Parameter | None = None
+        self.running_mean: np.ndarray | None = None
+        self.running_var: np.ndarray | None = None
+
+    def _build(self, input_shape, rng):
+        channels = input_shape[0]
+        self.gamma = Parameter(np.ones(channels, dtype=self.dtype), "gamma")
+        self.beta = Parameter(np.zeros(channels, dtype=self.dtype), "beta")
+        self._params = [self.gamma, self.beta]
+        self.running_mean = np.zeros(channels, dtype=self.dtype)
+        self.running_var = np.ones(channels, dtype=self.dtype)
+
+    def buffers(self):
+        if not self.built:
+            return {}
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def _check_sample_shape(self, shape, batch=None):
+        received = received_shape(shape, batch)
+        if len(shape) not in (1, 3):
+            hint = ""
+            if len(shape) == 2:
+                hint = ("; channels are on axis 1: reshape (N, C, L) to (N, C, L, 1), or "
+                        "flatten to (N, features) first")
+            raise ValueError(
+                f"{self._label()} expected input of shape (N, C) or (N, C, H, W), got input of "
+                f"shape {received}{hint}"
+            )
+        if self.built and shape[0] != self.gamma.value.shape[0]:
+            raise ValueError(
+                f"{self._label()} expected {self.gamma.value.shape[0]} channels on axis 1, got "
+                f"input of shape {received}"
+            )
+
+    def _forward(self, x, training):
+        axes = (0, *range(2, x.ndim))
+        # Per-channel (C,) vectors as (1, C) or (1, C, 1, 1), to broadcast against x.
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        gamma = self.gamma.value.reshape(shape)
+        beta = self.beta.value.reshape(shape)
+        if not training:
+            inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+            return (x - self.running_mean.reshape(shape)) * (gamma * inv_std.reshape(shape)) + beta
+        m = x.size // x.shape[1]
+        if m == 1:
+            raise ValueError(
+                f"{self._label()} needs more than one value per channel when training, got input "
+                f"of shape {x.shape} (the batch variance of one value is 0); use a batch of 2 or "
+                "more"
+            )
+        mean = x.mean(axis=axes, keepdims=True)
+        centred = x - mean
+        var = np.square(centred).mean(axis=axes, keepdims=True)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        x_hat = centred * inv_std
+        self.cache = (x_hat, inv_std)
+        self.running_mean *= 1.0 - self.momentum
+        self.running_mean += self.momentum * mean.reshape(-1)
+        self.running_var *= 1.0 - self.momentum
+        self.running_var += (self.momentum * m / (m - 1)) * var.reshape(-1)
+        return x_hat * gamma + beta
+
+    def _backward(self, grad_y, need_input_grad):
+        x_hat, inv_std = self.cache
+        axes = (0, *range(2, grad_y.ndim))
+        sum_g = grad_y.sum(axis=axes, keepdims=True)
+        sum_g_xhat = (grad_y * x_hat).sum(axis=axes, keepdims=True)
+        self.gamma.grad = sum_g_xhat.reshape(-1)
+        self.beta.grad = sum_g.reshape(-1)
+        if not need_input_grad:
+            return None
+        m = grad_y.size // grad_y.shape[1]
+        shape = (1, -1) + (1,) * (grad_y.ndim - 2)
+        scale = self.gamma.value.reshape(shape) * inv_std / float(m)
+        return scale * (float(m) * grad_y - sum_g - x_hat * sum_g_xhat)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "eps": self.eps}

@@ -1,0 +1,411 @@
+"""BatchNorm against finite differences and torch.nn.functional.batch_norm; running statistics,
+float32 throughout, errors, and save/load of its non-trainable state."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import chainrule as cr
+from chainrule import layers, losses, optimizers
+from chainrule.layers import BatchNorm
+from chainrule.layers.base import make_layer
+from test_dtype import Spy
+from torch_helpers import (
+    DTYPES,
+    assert_close,
+    assert_close_to_scale,
+    rtol_for,
+    to_torch,
+)
+
+# (N, C) with N ≥ 2 and (N, C, H, W), batch 1 included for images (M = H·W values per channel).
+SHAPES = [(2, 3), (5, 4), (16, 1), (1, 3, 4, 5), (2, 3, 7, 9), (4, 2, 1, 1), (3, 5, 2, 3)]
+SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
+
+
+def make(shape, dtype, seed: int = 0, momentum: float = 0.1, eps: float = 1e-5):
+    """A BatchNorm built for ``shape`` with random γ, β, running statistics, and an input."""
+    rng = np.random.default_rng(100 + seed)
+    layer = BatchNorm(momentum=momentum, eps=eps)
+    layer.build(shape[1:], dtype=dtype)
+    c = shape[1]
+    layer.gamma.value[...] = rng.uniform(0.5, 2.0, c) * rng.choice([-1, 1], c)
+    layer.beta.value[...] = rng.standard_normal(c)
+    layer.running_mean[...] = rng.standard_normal(c)
+    layer.running_var[...] = rng.uniform(0.5, 2.0, c)
+    x = (rng.uniform(0.5, 3.0) * rng.standard_normal(shape) + rng.standard_normal()).astype(dtype)
+    return layer, x
+
+
+def torch_batch_norm(layer, x, training):
+    """torch's output and (x, γ, β, running_mean, running_var) tensors, from our layer's state."""
+    x_t = to_torch(x, requires_grad=True)
+    gamma_t = to_torch(layer.gamma.value, requires_grad=True)
+    beta_t = to_torch(layer.beta.value, requires_grad=True)
+    mean_t, var_t = to_torch(layer.running_mean), to_torch(layer.running_var)
+    y_t = TF.batch_norm(x_t, mean_t, var_t, gamma_t, beta_t, training=training,
+                        momentum=layer.momentum, eps=layer.eps)
+    return y_t, (x_t, gamma_t, beta_t, mean_t, var_t)
+
+
+# ---------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_gradcheck_float64(shape):
+    layer, x = make(shape, np.float64)
+    report = cr.gradcheck(layer, x, seed=1)
+    assert [e.name for e in report.entries] == ["input", "gamma", "beta"]
+    assert all(e.checked > 0 and e.kinks == 0 for e in report.entries), str(report)
+    assert report.max_rel_error < 1e-6, str(report)
+
+
+def test_gradcheck_runs_on_a_clone_and_leaves_the_running_statistics_alone():
+    layer, x = make((4, 3, 2, 2), np.float32)
+    before = {name: value.copy() for name, value in layer.buffers().items()}
+    assert cr.gradcheck(layer, x, seed=0).ok
+    for name, value in layer.buffers().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_parameter_gradients_without_the_input_gradient():
+    layer, x = make((4, 3, 2, 2), np.float64)
+    y = layer.forward(x, training=True)
+    g = np.random.default_rng(0).standard_normal(y.shape)
+    g_before = g.copy()
+    layer.backward(g)
+    full = [p.grad.copy() for p in layer.parameters()]
+    assert layer.backward(g, need_input_grad=False) is None
+    for p, expected in zip(layer.parameters(), full, strict=True):
+        np.testing.assert_array_equal(p.grad, expected)
+    np.testing.assert_array_equal(g, g_before)
+
+
+class BatchNormWithoutVariancePath(BatchNorm):
+    """dL/dx = γ (g − mean g) / σ: the path through σ left out (the classic slip)."""
+
+    def _backward(self, grad_y, need_input_grad):
+        super()._backward(grad_y, need_input_grad)
+        _, inv_std = self.cache
+        axes = (0, *range(2, grad_y.ndim))
+        shape = (1, -1) + (1,) * (grad_y.ndim - 2)
+        centred = grad_y - grad_y.mean(axis=axes, keepdims=True)
+        return self.gamma.value.reshape(shape) * inv_std * centred
+
+
+class BatchNormWithoutMeanPath(BatchNorm):
+    """dL/dx = γ g / σ: as if μ and σ were constants."""
+
+    def _backward(self, grad_y, need_input_grad):
+        super()._backward(grad_y, need_input_grad)
+        _, inv_std = self.cache
+        shape = (1, -1) + (1,) * (grad_y.ndim - 2)
+        return self.gamma.value.reshape(shape) * inv_std * grad_y
+
+
+@pytest.mark.parametrize("planted", [BatchNormWithoutVariancePath, BatchNormWithoutMeanPath])
+def test_gradcheck_catches_a_missing_path(planted):
+    _, x = make((3, 2, 3, 3), np.float64)
+    report = cr.gradcheck(planted(), x, seed=1)
+    assert not report.ok and report["input"].max_rel_error > 1e-2, str(report)
+    assert report["gamma"].ok and report["beta"].ok
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=SHAPE_IDS[1:])
+def test_training_matches_torch(shape, dtype):
+    # (2, C) is left out in float32: with two values per channel x̂ = ±(1 − O(ε/σ²)), so the
+    # true dL/dx is O(ε/σ²) and both results are rounding noise (gradcheck covers it in float64).
+    layer, x = make(shape, dtype, seed=2)
+    rtol = rtol_for(dtype)
+    # torch first: it copies the running statistics before our forward updates them.
+    y_t, (x_t, gamma_t, beta_t, mean_t, var_t) = torch_batch_norm(layer, x, training=True)
+    y = layer.forward(x, training=True)
+    g = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
+    grad_x = layer.backward(g)
+    y_t.backward(to_torch(g))
+    name = f"{'x'.join(map(str, shape))} {np.dtype(dtype)}"
+    assert_close_to_scale(y, y_t, rtol, f"{name} forward y")
+    assert_close_to_scale(grad_x, x_t.grad, rtol, f"{name} grad_x")
+    assert_close_to_scale(layer.gamma.grad, gamma_t.grad, rtol, f"{name} gamma.grad")
+    assert_close_to_scale(layer.beta.grad, beta_t.grad, rtol, f"{name} beta.grad")
+    assert_close(layer.running_mean, mean_t, rtol, f"{name} running_mean", atol=rtol)
+    assert_close(layer.running_var, var_t, rtol, f"{name} running_var")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0, 0.0])
+@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 5, 4)], ids=["6x4", "3x2x5x4"])
+def test_running_statistics_and_inference_match_torch_over_steps(shape, momentum, dtype):
+    """Several training steps on different batches, then inference: running statistics (with
+    the unbiased variance) and the eval output equal torch's after every step."""
+    rtol = rtol_for(dtype)
+    layer = BatchNorm(momentum=momentum)
+    layer.build(shape[1:], dtype=dtype)
+    c = shape[1]
+    mean_t = torch.zeros(c, dtype=torch.float32 if dtype is np.float32 else torch.float64)
+    var_t = torch.ones_like(mean_t)
+    rng = np.random.default_rng(4)
+    for step in range(4):
+        x = (3.0 * rng.standard_normal(shape) + step).astype(dtype)
+        layer.forward(x, training=True)
+        TF.batch_norm(to_torch(x), mean_t, var_t, training=True, momentum=momentum,
+                      eps=layer.eps)
+        assert_close(layer.running_mean, mean_t, rtol, f"step {step} running_mean", atol=rtol)
+        assert_close(layer.running_var, var_t, rtol, f"step {step} running_var")
+    assert layer.running_mean.dtype == dtype and layer.running_var.dtype == dtype
+    layer.gamma.value[...] = rng.standard_normal(c)
+    layer.beta.value[...] = rng.standard_normal(c)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = layer.forward(x, training=False)
+    y_t = TF.batch_norm(to_torch(x), mean_t, var_t, to_torch(layer.gamma.value),
+                        to_torch(layer.beta.value), training=False, eps=layer.eps)
+    assert_close_to_scale(y, y_t, rtol, "eval forward y")
+
+
+def test_unbiased_running_variance_by_hand():
+    layer = BatchNorm(momentum=0.5)
+    x = np.array([[1.0], [2.0], [6.0]])  # mean 3, biased variance 14/3, unbiased 7
+    y = layer.forward(x, training=True)
+    np.testing.assert_allclose(layer.running_mean, [0.5 * 0 + 0.5 * 3])
+    np.testing.assert_allclose(layer.running_var, [0.5 * 1 + 0.5 * 7])
+    # Normalisation itself uses the biased variance.
+    np.testing.assert_allclose(y[:, 0], (x[:, 0] - 3) / np.sqrt(14 / 3 + 1e-5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)], ids=["4x3", "2x3x4x5"])
+def test_inference_uses_running_statistics_and_changes_nothing(shape, dtype):
+    layer, x = make(shape, dtype)
+    mean, var = layer.running_mean.copy(), layer.running_var.copy()
+    y = layer.forward(x, training=False)
+    assert layer.cache is None
+    np.testing.assert_array_equal(layer.running_mean, mean)
+    np.testing.assert_array_equal(layer.running_var, var)
+    bshape = (1, -1) + (1,) * (len(shape) - 2)
+    expected = (layer.gamma.value.reshape(bshape) * (x - mean.reshape(bshape))
+                / np.sqrt(var.reshape(bshape) + layer.eps) + layer.beta.value.reshape(bshape))
+    np.testing.assert_allclose(y, expected, rtol=10 * rtol_for(dtype), atol=rtol_for(dtype))
+    # A batch of one is fine at inference (no batch statistics are needed).
+    assert layer.forward(x[:1], training=False).shape == (1, *shape[1:])
+    with pytest.raises(RuntimeError, match=r"backward\(\) needs a preceding forward"):
+        layer.backward(np.ones_like(y))
+    layer.forward(x, training=True)
+    assert layer.cache is not None
+    layer.forward(x, training=False)
+    assert layer.cache is None
+
+
+# ---------------------------------------------------------------------- dtype
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)], ids=["4x3", "2x3x4x5"])
+def test_float32_stays_float32_in_every_operation(shape, spy_log):
+    """Forward (training and inference), backward and the running-statistic update: no NumPy
+    operation sees or makes a float64 (the Spy of test_dtype logs every ufunc)."""
+    layer, x = make(shape, np.float32)
+    for p in layer.parameters():
+        p.value = p.value.view(Spy)
+    layer.running_mean = layer.running_mean.view(Spy)
+    layer.running_var = layer.running_var.view(Spy)
+    x = x.view(Spy)
+    y = layer._call(x, training=True)
+    grad_x = layer._backward(np.ones(y.shape, np.float32).view(Spy), True)
+    y_eval = layer._call(x, training=False)
+    assert spy_log == [], f"float64 inside BatchNorm: {sorted(set(spy_log))}"
+    arrays = [y, grad_x, y_eval, layer.gamma.grad, layer.beta.grad, layer.running_mean,
+              layer.running_var]
+    assert [a.dtype for a in arrays] == [np.float32] * len(arrays)
+
+
+@pytest.fixture
+def spy_log():
+    Spy.log = []
+    yield Spy.log
+    Spy.log = []
+
+
+# ---------------------------------------------------------------------- config, state, errors
+def test_config_round_trip_and_buffers():
+    layer = BatchNorm(momentum=0.3, eps=1e-3, name="bn")
+    config = layer.get_config()
+    assert config == {"name": "bn", "momentum": 0.3, "eps": 1e-3}
+    assert json.loads(json.dumps(config)) == config
+    twin = make_layer("BatchNorm", config)
+    assert twin.get_config() == config and repr(twin) == repr(layer)
+    assert layer.buffers() == {} and layers.Dense(2).buffers() == {}
+    layer.build((3, 2, 2))
+    assert [p.name for p in layer.parameters()] == ["gamma", "beta"]
+    assert layer.count_params() == 6
+    np.testing.assert_array_equal(layer.gamma.value, np.ones(3, np.float32))
+    np.testing.assert_array_equal(layer.beta.value, np.zeros(3, np.float32))
+    buffers = layer.buffers()
+    assert list(buffers) == ["running_mean", "running_var"]
+    assert buffers["running_mean"] is layer.running_mean
+    np.testing.assert_array_equal(layer.running_var, np.ones(3, np.float32))
+    assert layer.compute_output_shape((3, 2, 2)) == (3, 2, 2)
+
+
+def test_set_buffers_overwrites_in_place_and_checks():
+    layer = BatchNorm(name="bn")
+    layer.build((3,), dtype=np.float32)
+    before = layer.running_mean
+    layer.set_buffers({"running_mean": np.arange(3.0)})
+    assert layer.running_mean is before and layer.running_mean.dtype == np.float32
+    np.testing.assert_array_equal(layer.running_mean, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"BatchNorm 'bn' has no buffer 'running_std'; it has "
+                                         r"\['running_mean', 'running_var'\]"):
+        layer.set_buffers({"running_std": np.ones(3)})
+    with pytest.raises(ValueError, match=r"BatchNorm 'bn': buffer 'running_var' has shape "
+                                         r"\(3,\), got \(4,\)"):
+        layer.set_buffers({"running_var": np.ones(4)})
+
+
+def bn_model(dtype="float32"):
+    model = cr.Sequential([
+        BatchNorm(input_shape=(2, 4, 4)),
+        layers.ReLU(),
+        layers.MaxPool2D(2),
+        layers.Flatten(),
+        layers.Dense(6),
+        BatchNorm(momentum=0.3),
+        layers.Tanh(),
+        layers.Dense(3),
+    ], dtype=dtype, seed=0, name="bn_net")
+    model.compile(optimizers.Adam(0.01), losses.SparseCategoricalCrossEntropy(from_logits=True))
+    return model
+
+
+def bn_data(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (2.0 * rng.standard_normal((n, 2, 4, 4)) + 1.0).astype(np.float32)
+    return x, rng.integers(0, 3, n)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_load_round_trip_restores_running_statistics(tmp_path, dtype):
+    model = bn_model(dtype)
+    x, y = bn_data()
+    model.fit(x, y, epochs=2, batch_size=8, seed=0, verbose=0)
+    norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
+    assert all(not np.allclose(layer.running_mean, 0) for layer in norms)
+    path = tmp_path / "bn.npz"
+    model.save(path)
+    with np.load(path) as archive:
+        assert {"state/batchnorm_1/running_mean", "state/batchnorm_1/running_var",
+                "state/batchnorm_2/running_mean", "state/batchnorm_2/running_var",
+                "param/batchnorm_1/gamma", "param/batchnorm_1/beta"} <= set(archive.files)
+    loaded = cr.load_model(path)
+    for ours, theirs in zip(model.layers, loaded.layers, strict=True):
+        for name, value in ours.buffers().items():
+            restored = theirs.buffers()[name]
+            assert restored.dtype == np.dtype(dtype) and np.array_equal(restored, value), name
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+    # Training resumes exactly: parameters, optimizer state and running statistics all agree.
+    model.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, seed=0, verbose=0)
+    loaded.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, seed=0, verbose=0)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_load_refuses_a_file_without_the_running_statistics(tmp_path):
+    model = bn_model()
+    x, y = bn_data()
+    model.fit(x, y, epochs=1, batch_size=8, seed=0, verbose=0)
+    path = tmp_path / "bn.npz"
+    model.save(path)
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files if k != "state/batchnorm_2/running_var"}
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=re.escape(
+            "lacks the layer state 'state/batchnorm_2/running_var'")):
+        cr.load_model(path)
+
+
+def test_model_gradcheck_through_batchnorm():
+    """gradcheck(model, …) rebuilds the model in float64 from its config: BatchNorm clones."""
+    model = bn_model("float64")
+    x, y = bn_data(6, seed=1)
+    report = cr.gradcheck(model, x.astype(np.float64), y)
+    assert report.ok and report.max_rel_error < 1e-6, str(report)
+
+
+def test_wrong_rank():
+    layer = BatchNorm(name="bn")
+    with pytest.raises(ValueError, match=re.escape(
+            "BatchNorm 'bn' expected input of shape (N, C) or (N, C, H, W), got input of shape "
+            "(N, 5, 7); channels are on axis 1: reshape (N, C, L) to (N, C, L, 1), or flatten "
+            "to (N, features) first")):
+        layer.forward(np.zeros((4, 5, 7), np.float32))
+    layer.build((5,))
+    with pytest.raises(ValueError, match=re.escape(
+            "expected input of shape (N, C) or (N, C, H, W), got input of shape (4,)")):
+        layer.forward(np.zeros(4, np.float32))
+
+
+def test_wrong_channel_count_for_a_built_layer():
+    layer = BatchNorm(name="bn")
+    layer.forward(np.ones((2, 16, 3, 3), np.float32), training=True)
+    with pytest.raises(ValueError, match=re.escape(
+            "BatchNorm 'bn' expected 16 channels on axis 1, got input of shape (32, 8, 5, 5)")):
+        layer.forward(np.zeros((32, 8, 5, 5), np.float32))
+
+
+def test_one_value_per_channel_is_refused_when_training():
+    layer = BatchNorm(name="bn")
+    with pytest.raises(ValueError, match=re.escape(
+            "BatchNorm 'bn' needs more than one value per channel when training, got input of "
+            "shape (1, 3) (the batch variance of one value is 0); use a batch of 2 or more")):
+        layer.forward(np.ones((1, 3), np.float32), training=True)
+    mean_before = layer.running_mean.copy()
+    layer.forward(np.ones((1, 3), np.float32), training=False)
+    np.testing.assert_array_equal(layer.running_mean, mean_before)
+    with pytest.raises(ValueError, match="needs more than one value per channel"):
+        layer.forward(np.ones((1, 3, 1, 1), np.float32), training=True)
+    # torch refuses it too.
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        TF.batch_norm(torch.ones(1, 3), None, None, training=True)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"momentum": 1.5}, r"BatchNorm: momentum must lie in \[0, 1\] \(PyTorch's convention: the "
+                        r"weight of the new batch, 0.1 by default\), got 1.5"),
+    ({"momentum": -0.1}, r"momentum must lie in \[0, 1\]"),
+    ({"eps": 0.0}, r"BatchNorm: eps must be positive, got 0.0"),
+])
+def test_constructor_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchNorm(**kwargs)
+
+
+def test_base_class_input_checks_apply():
+    layer = BatchNorm()
+    with pytest.raises(TypeError, match="expected float32 or float64 input, got dtype int64"):
+        layer.forward(np.ones((2, 3), np.int64))
+    layer.build((3,), dtype=np.float32)
+    with pytest.raises(TypeError, match="was built for float32 input, got float64"):
+        layer.forward(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="received non-finite input"):
+        layer.forward(np.array([[1.0, np.inf, 0.0], [0.0, 0.0, 0.0]], np.float32))
+
+
+def test_get_and_set_weights_carry_the_running_statistics():
+    """EarlyStopping(restore_best_weights) and gradcheck's copies go through get/set_weights."""
+    model = cr.Sequential([layers.Dense(4, input_shape=(3,)), BatchNorm(), layers.Dense(2)],
+                          seed=0)
+    model.compile("sgd", losses.SparseCategoricalCrossEntropy(from_logits=True))
+    bn = model.layers[1]
+    weights = model.get_weights()
+    assert len(weights) == len(model.parameters()) + 2
+    rng = np.random.default_rng(0)
+    model.fit(rng.standard_normal((32, 3)) * 3 + 1, rng.integers(0, 2, 32), epochs=2,
+              batch_size=8, verbose=0)
+    # dense_1 W, b; batchnorm_1 gamma, beta, then its buffers running_mean, running_var; dense_2
+    assert not np.array_equal(bn.running_mean, weights[4])
+    model.set_weights(weights)
+    np.testing.assert_array_equal(bn.running_mean, weights[4])
+    np.testing.assert_array_equal(bn.running_var, weights[5])
+    with pytest.raises(ValueError, match=r"set_weights: batchnorm_1/running_mean expects shape"):
+        model.set_weights(weights[:4] + [np.zeros(5)] + weights[5:])
