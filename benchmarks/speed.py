@@ -6,7 +6,8 @@ Usage:
 Both frameworks train the same model on the same in-memory MNIST (float32, 60,000 images,
 reshuffled every epoch, no DataLoader) with Adam(1e-3) and the same number of threads; the runs
 interleave (chainrule, torch, chainrule, torch, …) so drift hits both, and each figure is the
-median of ``--reps`` one-epoch runs from a fresh model. This is a benchmark, not a test.
+median of ``--reps`` one-epoch runs from a fresh model (the CNN row times ``--cnn-steps``
+batches instead of a full epoch). This is a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def parse_args():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-memory run")
+    parser.add_argument("--cnn-steps", type=int, default=40,
+                        help="training steps timed for the CNN row (an epoch is 469)")
     return parser.parse_args()
 
 
@@ -68,6 +71,53 @@ def torch_model(sizes, seed=0):
     mods.append(torch.nn.Linear(sizes[-2], sizes[-1]))
     model = torch.nn.Sequential(*mods)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def chainrule_cnn(seed=0):
+    from chainrule import models
+
+    return models.cnn(input_shape=(1, 28, 28), seed=seed)
+
+
+def torch_cnn(seed=0):
+    torch.manual_seed(seed)
+    nn = torch.nn
+
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    model = nn.Sequential(
+        *block(1, 32), *block(32, 32), nn.MaxPool2d(2),
+        *block(32, 64), *block(64, 64), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(1024, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.3),
+        nn.Linear(128, 10),
+    )
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def steps_chainrule_cnn(x, y, batch, steps, seed):
+    """Seconds for ``steps`` training steps of the cnn preset (after one warm-up step)."""
+    model = chainrule_cnn(seed)
+    xs = model._prepare_x(x[: batch * (steps + 1)], "benchmark")
+    model.train_step(xs[:batch], y[:batch])
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+        model.train_step(xs[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+    return time.perf_counter() - start
+
+
+def steps_torch_cnn(x, y, batch, steps, seed):
+    model, opt = torch_cnn(seed)
+    lossf = torch.nn.functional.cross_entropy
+    start = None
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.perf_counter()
+        loss = lossf(model(x[i * batch:(i + 1) * batch]), y[i * batch:(i + 1) * batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
 
 
 def epoch_chainrule(sizes, x, y, batch, seed):
@@ -152,6 +202,15 @@ def main():
         rows.append((f"{name}, batch {batch}", len(x) / ours, len(x) / theirs, floor, ours,
                      theirs, flops))
 
+    cnn_batch, cnn_steps = 128, ARGS.cnn_steps
+    x4 = x.reshape(-1, 1, 28, 28)
+    cnn_ours, cnn_torch = interleaved(
+        lambda r: steps_chainrule_cnn(x4, y, cnn_batch, cnn_steps, r),
+        lambda r: steps_torch_cnn(torch.from_numpy(x4), ty, cnn_batch, cnn_steps, r),
+        ARGS.reps,
+    )
+    cnn_samples = cnn_batch * cnn_steps
+
     model = chainrule_model(MLP)
     tmodel, _ = torch_model(MLP)
     txt = torch.from_numpy(x_test)
@@ -185,6 +244,9 @@ def main():
         print(f"| {label} | {s_ours:,.0f} | {s_torch:,.0f} | {s_ours / s_torch:.2f} | "
               f"{floor:.3f} s ({flops / floor / 1e9:.0f} GFLOP/s) | {t_ours / floor:.2f}x | "
               f"{t_torch / floor:.2f}x |")
+    print(f"| cnn preset (4 conv + BatchNorm, {cnn_steps} steps), batch {cnn_batch} | "
+          f"{cnn_samples / cnn_ours:,.0f} | {cnn_samples / cnn_torch:,.0f} | "
+          f"{cnn_torch / cnn_ours:.2f} | | | |")
     print("\n| inference, 10,000 test images, batch 1,000 | chainrule images/s | "
           "PyTorch images/s | ratio |")
     print("|---|---|---|---|")

@@ -233,7 +233,7 @@ def test_predict_json_gives_one_object_per_image_in_order(trained, digits):
 
 
 # ---------------------------------------------------------------------- gradcheck / info
-@pytest.mark.parametrize("model", ["softmax", "mlp"])
+@pytest.mark.parametrize("model", ["softmax", "mlp", "cnn"])
 def test_gradcheck_passes(model, tmp_path):
     result = run_cli("gradcheck", "--model", model, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import initializers
 from ..parameter import Parameter
-from .arguments import int_pair, is_int, padding_arg
+from .arguments import int_pair, is_int, padding_arg, received_shape
 from .base import Layer
 
 
@@ -135,7 +135,7 @@ class Conv2D(Layer):
         return (self.filters, *self._spatial_out(*input_shape[-2:]))
 
     def _check_sample_shape(self, shape, batch=None):
-        received = f"({'N' if batch is None else batch}, {', '.join(map(str, shape))})"
+        received = received_shape(shape, batch)
         if len(shape) not in (2, 3):
             hint = ""
             if len(shape) == 1:
