@@ -117,22 +117,26 @@ class BatchNorm(Layer):
                 "more"
             )
         mean = x.mean(axis=axes, keepdims=True)
-        centred = x - mean
-        var = np.square(centred).mean(axis=axes, keepdims=True)
+        x_hat = x - mean
+        squares = np.square(x_hat)
+        var = squares.mean(axis=axes, keepdims=True)
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat = centred * inv_std
+        x_hat *= inv_std
         self.cache = (x_hat, inv_std)
         self.running_mean *= 1.0 - self.momentum
         self.running_mean += self.momentum * mean.reshape(-1)
         self.running_var *= 1.0 - self.momentum
         self.running_var += (self.momentum * m / (m - 1)) * var.reshape(-1)
-        return x_hat * gamma + beta
+        y = x_hat * gamma
+        y += beta
+        return y
 
     def _backward(self, grad_y, need_input_grad):
         x_hat, inv_std = self.cache
         axes = (0, *range(2, grad_y.ndim))
         sum_g = grad_y.sum(axis=axes, keepdims=True)
-        sum_g_xhat = (grad_y * x_hat).sum(axis=axes, keepdims=True)
+        work = grad_y * x_hat
+        sum_g_xhat = work.sum(axis=axes, keepdims=True)
         self.gamma.grad = sum_g_xhat.reshape(-1)
         self.beta.grad = sum_g.reshape(-1)
         if not need_input_grad:
@@ -140,7 +144,12 @@ class BatchNorm(Layer):
         m = grad_y.size // grad_y.shape[1]
         shape = (1, -1) + (1,) * (grad_y.ndim - 2)
         scale = self.gamma.value.reshape(shape) * inv_std / float(m)
-        return scale * (float(m) * grad_y - sum_g - x_hat * sum_g_xhat)
+        # (γ / (m σ)) (m g − Σg − x̂ Σ(g x̂)), in two arrays and in-place passes.
+        grad_x = grad_y * float(m)
+        grad_x -= sum_g
+        grad_x -= np.multiply(x_hat, sum_g_xhat, out=work)
+        grad_x *= scale
+        return grad_x
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "eps": self.eps}
