@@ -35,7 +35,8 @@ DATA_FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
-RUN_FILES = ("config.json", "history.csv", "history.json", "manifest.json", "model.npz")
+RUN_FILES = ("config.json", "history.csv", "history.json", "manifest.json", "model.npz",
+             "report.html")
 
 
 def sha256(path) -> str:

@@ -12,7 +12,13 @@ from . import (  # noqa: E402
     optimizers,
     schedules,
 )
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint  # noqa: E402
+from .callbacks import (  # noqa: E402
+    Callback,
+    EarlyStopping,
+    GradientNormLogger,
+    History,
+    ModelCheckpoint,
+)
 from .gradcheck import GradcheckReport, gradcheck  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter  # noqa: E402
@@ -28,6 +34,7 @@ __all__ = [
     "Callback",
     "History",
     "EarlyStopping",
+    "GradientNormLogger",
     "ModelCheckpoint",
     "callbacks",
     "functional",

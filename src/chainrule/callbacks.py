@@ -1,10 +1,13 @@
-"""Callbacks: hooks into ``fit`` — History, EarlyStopping, ModelCheckpoint, the progress bar."""
+"""Callbacks: hooks into ``fit`` — History, EarlyStopping, ModelCheckpoint, GradientNormLogger,
+the progress bar."""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+
+import numpy as np
 
 
 class Callback:
@@ -149,6 +152,74 @@ class ModelCheckpoint(Callback):
         path = self.filepath.format(epoch=epoch + 1, **logs)
         self.model.save(path)
         self.last_saved = path
+
+
+class GradientNormLogger(Callback):
+    """Record the L2 norm ‖∂L/∂θ‖ of every parameter's gradient during ``fit``.
+
+    Read right after each step's backward, so every value is the gradient that step applied.
+    Norms that shrink by decades from the last layer to the first are vanishing gradients
+    (sigmoid: σ′ ≤ ¼ per layer); norms that grow are exploding ones. Plot with
+    ``chainrule.plot.plot_gradient_norms(logger)``.
+
+    Args:
+        every: "batch" (one value per optimizer step) or "epoch" (the mean of the epoch's
+            per-step norms).
+
+    Attributes:
+        norms: dict "layer/param" (e.g. "dense_1/W") → list of floats, in layer order.
+        steps: the x axis of ``norms``: 1-based global step numbers ("batch") or epoch numbers
+            ("epoch"). Successive ``fit`` calls append, so a model trained in slices keeps one
+            series.
+
+    Raises:
+        ValueError: for ``every`` other than "batch" or "epoch".
+    """
+
+    def __init__(self, every: str = "batch"):
+        if every not in ("batch", "epoch"):
+            raise ValueError(f"GradientNormLogger: every must be 'batch' or 'epoch', got {every!r}")
+        self.every = every
+        self.norms: dict[str, list[float]] = {}
+        self.steps: list[int] = []
+        self._step = 0
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def on_train_begin(self, logs=None):
+        self._named = [(f"{layer.name}/{p.name}", p) for layer in self.model.layers
+                       for p in layer.parameters()]
+        for name, _ in self._named:
+            self.norms.setdefault(name, [])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._sums = {name: 0.0 for name, _ in self._named}
+        self._count = 0
+
+    def on_batch_end(self, step, logs=None):
+        self._step += 1
+        for name, p in self._named:
+            if p.grad is None:
+                value = math.nan
+            else:
+                g = p.grad.reshape(-1)
+                value = math.sqrt(float(np.dot(g, g)))
+            if self.every == "batch":
+                self.norms[name].append(value)
+            else:
+                self._sums[name] += value
+        if self.every == "batch":
+            self.steps.append(self._step)
+        self._count += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every == "epoch" and self._count:
+            for name, _ in self._named:
+                self.norms[name].append(self._sums[name] / self._count)
+            self.steps.append(epoch + 1)
+
+    def __repr__(self) -> str:
+        return f"GradientNormLogger(every={self.every!r}, params={len(self.norms)})"
 
 
 class ProgressBar(Callback):

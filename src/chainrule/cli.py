@@ -1,4 +1,4 @@
-"""The ``chainrule`` command line: train, evaluate, predict, gradcheck, info."""
+"""The ``chainrule`` command line: train, report, evaluate, predict, gradcheck, info, serve."""
 
 from __future__ import annotations
 
@@ -261,6 +261,27 @@ def cmd_train(args) -> int:
     _write_json(run_dir / "manifest.json", manifest)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     say(f"\nsaved {run_dir / 'model.npz'}, history.json/.csv and manifest.json in {run_dir}")
+    if args.report:
+        try:
+            from .report import write_report
+
+            say(f"report: {write_report(run_dir, test_data=(x_test, y_test))}")
+        except ImportError as exc:
+            print(f"chainrule train: no report.html: {exc}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "model.npz").is_file() or not (run_dir / "config.json").is_file():
+        raise CLIError(
+            f"{run_dir} holds no model.npz and config.json: pass a run folder written by "
+            "chainrule train"
+        )
+    print(write_report(run_dir, data_dir=args.data_dir, path=args.out))
     return 0
 
 
@@ -357,6 +378,16 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- serve
+def cmd_serve(args) -> int:
+    from .web import serve
+
+    if not Path(args.model).is_file():
+        raise CLIError(f"model file not found: {args.model}")
+    serve(args.model, host=args.host, port=args.port, data_dir=args.data_dir)
+    return 0
+
+
 # ---------------------------------------------------------------------- parser / main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -403,7 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last epoch checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write RUN/report.html with curves, confusion matrix, mistakes and "
+                   "weight images (default: on; needs matplotlib)")
     p.set_defaults(func=cmd_train)
+
+    p = command("report", help="(re)build RUN/report.html from a run folder")
+    p.add_argument("run_dir", help="a run folder written by train")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the dataset (default: the run's, then search)")
+    p.add_argument("--out", default=None, help="write the page here (default RUN/report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = command("evaluate", help="loss, accuracy, report and confusion matrix")
     p.add_argument("model", help="a model .npz written by train")
@@ -425,6 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("info", help="versions, BLAS, and where datasets are looked for")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_info)
+
+    p = command("serve", help="a web page to draw digits and watch the model classify them")
+    p.add_argument("model", help="a model .npz written by train")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding MNIST, for the nearest training digits (never downloads)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
