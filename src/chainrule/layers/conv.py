@@ -8,7 +8,6 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import initializers
-from ..backend import split_work
 from ..parameter import Parameter
 from .arguments import int_pair, is_int, padding_arg, received_shape
 from .base import Layer
@@ -181,12 +180,10 @@ class Conv2D(Layer):
         y = np.empty((n, self.filters, h_out, w_out), dtype=z.dtype)
         z_nfp = z.reshape(self.filters, n, h_out * w_out).transpose(1, 0, 2)
         y3 = y.reshape(n, self.filters, h_out * w_out)
-        bias = self.b.value[:, None] if self.use_bias else 0.0
-
-        def write(a, b):
-            np.add(z_nfp[a:b], bias, out=y3[a:b])
-
-        split_work(write, n, y.size)
+        if self.use_bias:
+            np.add(z_nfp, self.b.value[:, None], out=y3)
+        else:
+            np.copyto(y3, z_nfp)
         if training:
             self.cache = (cols, x.shape, padded_shape)
         return y
@@ -212,28 +209,15 @@ class Conv2D(Layer):
         # (N, C, H′, W′, kh, kw): output positions every s pixels, kernel taps every d pixels.
         windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]
         h_out, w_out = windows.shape[2:4]
-        source = windows.transpose(1, 4, 5, 0, 2, 3)
-        cols = np.empty(source.shape, dtype=x.dtype)
-
-        def copy(a, b):
-            np.copyto(cols[:, :, :, a:b], source[:, :, :, a:b])
-
-        split_work(copy, n, cols.size)
-        return cols.reshape(c * kh * kw, n * h_out * w_out), xp.shape, (h_out, w_out)
+        cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * h_out * w_out)
+        return cols, xp.shape, (h_out, w_out)
 
     def _backward(self, grad_y, need_input_grad):
         cols, x_shape, padded_shape = self.cache
         n, f, h_out, w_out = grad_y.shape
         W = self.W.value
         # G (F, N·H′·W′): the one copy of grad_y, in the column order of X_col.
-        G = np.empty((f, n, h_out * w_out), dtype=grad_y.dtype)
-        g_fnp = grad_y.reshape(n, f, -1).transpose(1, 0, 2)
-
-        def copy(a, b):
-            np.copyto(G[:, a:b], g_fnp[:, a:b])
-
-        split_work(copy, n, G.size)
-        G = G.reshape(f, -1)
+        G = np.ascontiguousarray(grad_y.reshape(n, f, -1).transpose(1, 0, 2)).reshape(f, -1)
         self.W.grad = (G @ cols.T).reshape(W.shape)
         if self.use_bias:
             self.b.grad = G.sum(axis=1)
@@ -258,21 +242,14 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
         grad = grad_cols.reshape(c, kh, kw, n, h_out, w_out)
         grad_xp = np.zeros((c, n, hp, wp), dtype=grad_cols.dtype)
+        for u in range(kh):
+            rows = slice(dh * u, dh * u + sh * (h_out - 1) + 1, sh)
+            for v in range(kw):
+                columns = slice(dw * v, dw * v + sw * (w_out - 1) + 1, sw)
+                grad_xp[:, :, rows, columns] += grad[:, u, v]
         (top, bottom), (left, right) = self._pads
-        cropped = grad_xp[:, :, top:hp - bottom, left:wp - right].transpose(1, 0, 2, 3)
-        grad_x = np.empty(cropped.shape, dtype=grad_cols.dtype)
-
-        def scatter(a, b):
-            for u in range(kh):
-                rows = slice(dh * u, dh * u + sh * (h_out - 1) + 1, sh)
-                for v in range(kw):
-                    columns = slice(dw * v, dw * v + sw * (w_out - 1) + 1, sw)
-                    grad_xp[:, a:b, rows, columns] += grad[:, u, v, a:b]
-            np.copyto(grad_x[a:b], cropped[a:b])
-
-        # Samples never share pixels, so each core takes a block of samples.
-        split_work(scatter, n, grad_cols.size)
-        return grad_x
+        grad_x = grad_xp[:, :, top:hp - bottom, left:wp - right].transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(grad_x)
 
     # ------------------------------------------------------------------ config
     def get_config(self):
