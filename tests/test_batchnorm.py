@@ -94,7 +94,7 @@ class BatchNormWithoutVariancePath(BatchNorm):
         axes = (0, *range(2, grad_y.ndim))
         shape = (1, -1) + (1,) * (grad_y.ndim - 2)
         centred = grad_y - grad_y.mean(axis=axes, keepdims=True)
-        return self.gamma.value.reshape(shape) * inv_std * centred
+        return self.gamma.value.reshape(shape) * inv_std.reshape(shape) * centred
 
 
 class BatchNormWithoutMeanPath(BatchNorm):
@@ -104,7 +104,7 @@ class BatchNormWithoutMeanPath(BatchNorm):
         super()._backward(grad_y, need_input_grad)
         _, inv_std = self.cache
         shape = (1, -1) + (1,) * (grad_y.ndim - 2)
-        return self.gamma.value.reshape(shape) * inv_std * grad_y
+        return self.gamma.value.reshape(shape) * inv_std.reshape(shape) * grad_y
 
 
 @pytest.mark.parametrize("planted", [BatchNormWithoutVariancePath, BatchNormWithoutMeanPath])
@@ -336,7 +336,7 @@ def test_wrong_rank():
     layer = BatchNorm(name="bn")
     with pytest.raises(ValueError, match=re.escape(
             "BatchNorm 'bn' expected input of shape (N, C) or (N, C, H, W), got input of shape "
-            "(N, 5, 7); channels are on axis 1: reshape (N, C, L) to (N, C, L, 1), or flatten "
+            "(4, 5, 7); channels are on axis 1: reshape (N, C, L) to (N, C, L, 1), or flatten "
             "to (N, features) first")):
         layer.forward(np.zeros((4, 5, 7), np.float32))
     layer.build((5,))

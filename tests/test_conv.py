@@ -198,9 +198,10 @@ def test_cache_holds_the_columns_at_training_and_nothing_at_inference():
     y = layer.forward(x, training=True)
     cols, x_shape, padded_shape = layer.cache
     n, _, h_out, w_out = y.shape
-    assert cols.shape == (3 * 3 * 3, n * h_out * w_out) and cols.dtype == np.float32
+    assert cols.shape == (n * h_out * w_out, 3 * 3 * 3) and cols.dtype == np.float32
     assert cols.flags.c_contiguous
-    assert x_shape == x.shape and padded_shape == x.shape
+    n_, c_, h_, w_ = x.shape
+    assert x_shape == x.shape and padded_shape == (n_, h_, w_, c_)  # channels-last, unpadded
     # An inference forward after a training one drops the training cache too.
     layer.forward(x, training=False)
     assert layer.cache is None
@@ -303,7 +304,7 @@ def test_model_gradcheck_through_conv_relu_flatten_dense():
 def test_flat_input_suggests_reshape():
     layer = Conv2D(8, 3, name="conv")
     expected = ("Conv2D 'conv' expected input of shape (N, C, H, W) or (N, H, W), got input of "
-                "shape (N, 784); reshape flat images with x.reshape(-1, 1, 28, 28) or "
+                "shape (32, 784); reshape flat images with x.reshape(-1, 1, 28, 28) or "
                 "x.reshape(-1, 28, 28)")
     with pytest.raises(ValueError, match=re.escape(expected)):
         layer.forward(np.zeros((32, 784), np.float32))
@@ -312,7 +313,7 @@ def test_flat_input_suggests_reshape():
         layer.forward(np.zeros((32, 784), np.float32))
     with pytest.raises(ValueError, match=r"got input of shape \(2, 1, 1, 4, 4\)$"):
         layer.forward(np.zeros((2, 1, 1, 4, 4), np.float32))
-    with pytest.raises(ValueError, match=r"shape \(N, 10\); reshape flat images to "
+    with pytest.raises(ValueError, match=r"shape \(4, 10\); reshape flat images to "
                                          r"\(N, C, H, W\) or \(N, H, W\)$"):
         Conv2D(2, 1).forward(np.zeros((4, 10), np.float32))
 
@@ -337,7 +338,7 @@ def test_kernel_larger_than_padded_input():
         Conv2D(3, 5).build((2, 4, 6))
     with pytest.raises(ValueError, match=r"kernel \(3, 3\) with dilation \(2, 2\) spans 5×5 "
                                          r"pixels, larger than the padded input 6×4 \(input of "
-                                         r"shape \(N, 1, 4, 2\), padding \(1, 1\)\)"):
+                                         r"shape \(2, 1, 4, 2\), padding \(1, 1\)\)"):
         Conv2D(3, 3, dilation=2, padding=1).forward(np.zeros((2, 1, 4, 2), np.float32))
     built = Conv2D(3, 3, dilation=2, padding=1)
     built.build((1, 5, 5))

@@ -126,11 +126,14 @@ def test_mlp_first_layer_units_and_cnn_filters_as_images(mnist, tmp_path):
     cnn.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=0, seed=0)
     fig = plot.plot_weights(cnn, tmp_path / "cnn.png")
     assert_png(tmp_path / "cnn.png", (450, 250))
-    W = cnn.layers[0].W.value  # (32, 1, 3, 3)
+    W = cnn.layers[1].W.value  # (32, 1, 5, 5), after the RandomShift
     mosaic = fig.axes[0].images[0].get_array()
-    assert mosaic.shape == (4 * 4 - 1, 8 * 4 - 1)
-    np.testing.assert_allclose(mosaic[4:7, 8:11], W[10, 0] / np.abs(W[10, 0]).max(), rtol=1e-6)
-    assert fig.get_suptitle().startswith("conv2d_1: the first 32 of 32 filters 3×3")
+    # 32 filters of 5×5 in an 8-column mosaic with one blank line between tiles.
+    assert mosaic.shape == (4 * 6 - 1, 8 * 6 - 1)
+    # filter 10: row 1, column 2
+    np.testing.assert_allclose(mosaic[6:11, 12:17], W[10, 0] / np.abs(W[10, 0]).max(),
+                               rtol=1e-6)
+    assert fig.get_suptitle().startswith("conv2d_1: the first 32 of 32 filters 5×5")
 
 
 def test_weights_need_an_image_shaped_first_layer():

@@ -362,7 +362,7 @@ def test_wrong_rank(cls):
     label = f"{cls.__name__} 'pool'"
     with pytest.raises(ValueError, match=re.escape(
             f"{label} expected input of shape (N, C, H, W) or (N, H, W), got input of shape "
-            "(N, 784); reshape flat images with x.reshape(-1, 1, 28, 28)")):
+            "(32, 784); reshape flat images with x.reshape(-1, 1, 28, 28)")):
         layer.forward(np.zeros((32, 784), np.float32))
     layer.build((1, 4, 4))
     with pytest.raises(ValueError, match=re.escape("got input of shape (2, 1, 3, 4, 4)")):

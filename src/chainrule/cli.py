@@ -168,6 +168,7 @@ def cmd_train(args) -> int:
             "seed": args.seed,
             "validation_split": args.validation_split,
             "hidden": [int(h) for h in args.hidden.split(",")] if args.model == "mlp" else None,
+            "augment": args.augment if args.model == "cnn" else None,
             "dropout": None if args.model == "softmax" else (
                 args.dropout if args.dropout is not None else DEFAULT_DROPOUT[args.model]),
         }
@@ -197,7 +198,8 @@ def cmd_train(args) -> int:
         if config["model"] == "softmax":
             model = models.softmax_regression(**common)
         elif config["model"] == "cnn":
-            model = models.cnn(dropout=config["dropout"], **common)
+            model = models.cnn(dropout=config["dropout"], augment=config.get("augment", 0),
+                               **common)
         else:
             model = models.mlp(hidden=config["hidden"], dropout=config["dropout"], **common)
         model.compile(
@@ -427,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout rate: mlp after each hidden layer (default 0.2), cnn before the "
                    "output layer (default 0.3)")
+    p.add_argument("--augment", type=int, default=2, metavar="PIXELS",
+                   help="cnn: shift training images randomly by up to this many pixels "
+                   "(default 2; 0 turns augmentation off)")
     p.add_argument("--validation-split", type=float, default=1 / 12,
                    help="fraction of the training set held out (default 1/12: 5,000 images)")
     p.add_argument("--seed", type=int, default=0)

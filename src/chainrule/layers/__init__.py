@@ -1,6 +1,7 @@
 """Layers: each one a forward formula and its hand-derived backward."""
 
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .augment import RandomShift
 from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
@@ -27,4 +28,5 @@ __all__ = [
     "AvgPool2D",
     "GlobalAveragePool2D",
     "BatchNorm",
+    "RandomShift",
 ]

@@ -179,10 +179,12 @@ class Layer:
                     f"cast with x.astype(np.{self.dtype}) (a Sequential casts at its boundary)"
                 )
             check_finite(x, self._label())
+        # Checked before a first build too, so that the message shows the batch size.
+        self._check_sample_shape(x.shape[1:], batch=x.shape[0])
         if not self.built:
             dtype = None if self.integer_input else x.dtype
             self.build(x.shape[1:], dtype=dtype)
-        self._check_sample_shape(x.shape[1:], batch=x.shape[0])
+            self._check_sample_shape(x.shape[1:], batch=x.shape[0])
         return x
 
     def _label(self) -> str:

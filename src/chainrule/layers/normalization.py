@@ -101,7 +101,6 @@ class BatchNorm(Layer):
             )
 
     def _forward(self, x, training):
-        axes = (0, *range(2, x.ndim))
         # Per-channel (C,) vectors as (1, C) or (1, C, 1, 1), to broadcast against x.
         shape = (1, -1) + (1,) * (x.ndim - 2)
         gamma = self.gamma.value.reshape(shape)
@@ -116,40 +115,44 @@ class BatchNorm(Layer):
                 f"of shape {x.shape} (the batch variance of one value is 0); use a batch of 2 or "
                 "more"
             )
-        mean = x.mean(axis=axes, keepdims=True)
-        x_hat = x - mean
-        squares = np.square(x_hat)
-        var = squares.mean(axis=axes, keepdims=True)
+        # Channel sums as einsum contractions over a (N, C, M/N) view: no temporary arrays.
+        mean = np.einsum("ncp->c", _per_channel(x)) / float(m)
+        x_hat = x - mean.reshape(shape)
+        centred = _per_channel(x_hat)
+        var = np.einsum("ncp,ncp->c", centred, centred) / float(m)
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat *= inv_std
+        x_hat *= inv_std.reshape(shape)
         self.cache = (x_hat, inv_std)
         self.running_mean *= 1.0 - self.momentum
-        self.running_mean += self.momentum * mean.reshape(-1)
+        self.running_mean += self.momentum * mean
         self.running_var *= 1.0 - self.momentum
-        self.running_var += (self.momentum * m / (m - 1)) * var.reshape(-1)
+        self.running_var += (self.momentum * m / (m - 1)) * var
         y = x_hat * gamma
         y += beta
         return y
 
     def _backward(self, grad_y, need_input_grad):
         x_hat, inv_std = self.cache
-        axes = (0, *range(2, grad_y.ndim))
-        sum_g = grad_y.sum(axis=axes, keepdims=True)
-        work = grad_y * x_hat
-        sum_g_xhat = work.sum(axis=axes, keepdims=True)
-        self.gamma.grad = sum_g_xhat.reshape(-1)
-        self.beta.grad = sum_g.reshape(-1)
+        g3, x3 = _per_channel(grad_y), _per_channel(x_hat)
+        sum_g = np.einsum("ncp->c", g3)
+        sum_g_xhat = np.einsum("ncp,ncp->c", g3, x3)
+        self.gamma.grad = sum_g_xhat
+        self.beta.grad = sum_g
         if not need_input_grad:
             return None
         m = grad_y.size // grad_y.shape[1]
         shape = (1, -1) + (1,) * (grad_y.ndim - 2)
-        scale = self.gamma.value.reshape(shape) * inv_std / float(m)
-        # (γ / (m σ)) (m g − Σg − x̂ Σ(g x̂)), in two arrays and in-place passes.
-        grad_x = grad_y * float(m)
-        grad_x -= sum_g
-        grad_x -= np.multiply(x_hat, sum_g_xhat, out=work)
-        grad_x *= scale
+        # (γ / (M σ)) (M g − Σg − x̂ Σ(g x̂)) = a g − b − c x̂ with per-channel a, b, c.
+        scale = self.gamma.value * inv_std / float(m)
+        grad_x = grad_y * (scale * float(m)).reshape(shape)
+        grad_x -= (scale * sum_g).reshape(shape)
+        grad_x -= x_hat * (scale * sum_g_xhat).reshape(shape)
         return grad_x
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "eps": self.eps}
+
+
+def _per_channel(x: np.ndarray) -> np.ndarray:
+    """(N, C, …) as (N, C, M/N) without a copy (x is contiguous), for per-channel sums."""
+    return x.reshape(x.shape[0], x.shape[1], -1)

@@ -1,0 +1,85 @@
+"""Data augmentation layers: random during training, the identity at inference."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .arguments import is_int, received_shape
+from .base import Layer
+
+
+class RandomShift(Layer):
+    """Shift each training image by a random whole number of pixels, filling with zeros.
+
+    Forward (training): y[n, …, i, j] = x[n, …, i − δᵢ(n), j − δⱼ(n)] (0 outside the image),
+        δᵢ(n), δⱼ(n) drawn uniformly from {−s, …, s} for every sample n.
+    Forward (inference): y = x.
+    Backward: a shift moves pixels without scaling them, so dL/dx is dL/dy shifted back by
+        (−δᵢ(n), −δⱼ(n)), with the pixels that fell off the image getting 0 gradient.
+
+    MNIST digits are centred by their centre of mass, which puts them within a pixel or two of
+    where a new handwritten digit lands; shifting training images by up to 2 pixels teaches the
+    network that position, while the test images are left as they are.
+
+    Works on (N, H, W) and (N, C, H, W) batches (every channel of a sample moves together).
+    Cache (training only): the per-sample offsets.
+
+    Args:
+        max_shift: s, the largest shift in pixels along each axis.
+        seed: seed of this layer's own Generator; by default a Sequential derives one from its
+            seed, so training stays reproducible.
+    """
+
+    def __init__(self, max_shift: int = 2, seed: int | None = None, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        if not is_int(max_shift) or max_shift < 0:
+            raise ValueError(f"RandomShift: max_shift must be an integer >= 0, got {max_shift!r}")
+        self.max_shift = int(max_shift)
+        self.seed = seed
+        self.rng: np.random.Generator | None = None
+
+    def _build(self, input_shape, rng):
+        seed = self.seed if self.seed is not None else int(rng.integers(2**63))
+        self.rng = np.random.default_rng(seed)
+
+    def _check_sample_shape(self, shape, batch=None):
+        if len(shape) not in (2, 3):
+            raise ValueError(
+                f"{self._label()} expected images of shape (N, H, W) or (N, C, H, W), got input "
+                f"of shape {received_shape(shape, batch)}"
+            )
+
+    def _shift(self, x, offsets):
+        """x shifted by per-sample (δᵢ, δⱼ) rows of ``offsets``: one padded copy, one gather."""
+        s = self.max_shift
+        pad = [(0, 0)] * (x.ndim - 2) + [(s, s), (s, s)]
+        padded = np.pad(x, pad)
+        h, w = x.shape[-2:]
+        # windows[n, …, a, b] is the h×w image window starting at row a, column b of the
+        # padded image: window (s − δᵢ, s − δⱼ) is the image shifted by (δᵢ, δⱼ).
+        windows = sliding_window_view(padded, (h, w), axis=(-2, -1))
+        rows, cols = s - offsets[:, 0], s - offsets[:, 1]
+        n = np.arange(x.shape[0])
+        if x.ndim == 3:
+            return windows[n, rows, cols]
+        return windows[n, :, rows, cols]
+
+    def _forward(self, x, training):
+        if not training or self.max_shift == 0:
+            if training:
+                self.cache = None
+            return x
+        offsets = self.rng.integers(-self.max_shift, self.max_shift + 1, size=(x.shape[0], 2))
+        self.cache = offsets
+        return self._shift(x, offsets)
+
+    def _backward(self, grad_y, need_input_grad):
+        if not need_input_grad:
+            return None
+        if self.cache is None:
+            return grad_y
+        return self._shift(grad_y, -self.cache)
+
+    def get_config(self):
+        return {**super().get_config(), "max_shift": self.max_shift, "seed": self.seed}
