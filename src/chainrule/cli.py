@@ -437,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last epoch checkpoint")
+                   help="continue the run in --out from its last epoch checkpoint, with the "
+                   "run's saved settings (other training options are ignored)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write RUN/report.html with curves, confusion matrix, mistakes and "
