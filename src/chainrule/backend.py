@@ -8,16 +8,6 @@ DEFAULT_DTYPE = np.dtype(np.float32)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def get_xp(*arrays):
-    """Return the array module for ``arrays`` (NumPy today; the hook where CuPy would plug in)."""
-    return np
-
-
-def to_numpy(array) -> np.ndarray:
-    """Return ``array`` as a NumPy array (no copy when it already is one)."""
-    return np.asarray(array)
-
-
 def as_float_dtype(dtype) -> np.dtype:
     """Validate and normalise a floating dtype name or object.
 

@@ -38,12 +38,3 @@ class Parameter:
     def __repr__(self) -> str:
         return f"Parameter(name={self.name!r}, shape={self.value.shape}, dtype={self.value.dtype})"
 
-
-def as_parameter_array(value, like: Parameter) -> np.ndarray:
-    """Return ``value`` as an array with ``like``'s shape and dtype, or raise a clear error."""
-    array = np.asarray(value)
-    if array.shape != like.value.shape:
-        raise ValueError(
-            f"parameter {like.name!r} expects shape {like.value.shape}, got {array.shape}"
-        )
-    return array.astype(like.value.dtype, copy=True)
