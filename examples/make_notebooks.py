@@ -268,6 +268,12 @@ definition of the derivative: perturb one number by ±h, run the forward again, 
 a layer, a loss or a whole model, with Richardson extrapolation (error O(h⁴)), and reports
 per array the largest relative error `|analytic − numeric| / max(|analytic|, |numeric|)`, the
 worst entry, and both values there.
+
+The step scales with each entry and halves until two estimates agree, so strong curvature
+(log p at p = 10⁻⁶) is resolved rather than mistaken for a bug; the column "fd error" is the
+estimated error of the numeric value itself (rounding in long sums shows up there, not as a
+failure). At a kink (a ReLU input of exactly 0) the analytic value must equal the left or the
+right one-sided derivative, and an array that is mostly kinks fails.
 """),
     ("code", r"""
 import numpy as np

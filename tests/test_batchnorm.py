@@ -233,7 +233,7 @@ def test_config_round_trip_and_buffers():
     config = layer.get_config()
     assert config == {"name": "bn", "momentum": 0.3, "eps": 1e-3}
     assert json.loads(json.dumps(config)) == config
-    twin = make_layer("BatchNorm", config)
+    twin = make_layer({"class_name": "BatchNorm", "config": config})
     assert twin.get_config() == config and repr(twin) == repr(layer)
     assert layer.buffers() == {} and layers.Dense(2).buffers() == {}
     layer.build((3, 2, 2))

@@ -12,7 +12,6 @@ from chainrule import layers, losses
 from torch_helpers import to_numpy, to_torch
 
 # ---------------------------------------------------------------------- planted wrong backwards
-# Each class name is unique: gradcheck rebuilds a layer from its registered class name.
 
 
 class SigmoidMissingFactor(layers.Sigmoid):
@@ -103,7 +102,7 @@ def built(layer, d, seed=0, dtype=np.float64):
 def table_rows(report) -> dict[str, str]:
     """The table lines of ``str(report)`` keyed by their first column (the array name)."""
     lines = str(report).splitlines()
-    return {line.split()[0]: line for line in lines[2:]}
+    return {line.split()[0]: line for line in lines[2:] if not line.split()[0].endswith(":")}
 
 
 # ---------------------------------------------------------------------- planted bugs are caught
@@ -203,12 +202,16 @@ def test_planted_wrong_loss_gradient_fails():
 
 # ---------------------------------------------------------------------- kinks
 @pytest.mark.parametrize("layer", [layers.ReLU(), layers.LeakyReLU(0.2)], ids=["relu", "leaky"])
-def test_input_at_the_kink_is_flagged_not_failed(layer):
-    x = np.array([[0.0, 1e-5, -1e-5, 1e-9, 0.7, -1.3], [-0.0, 2e-6, -3e-7, 1.1, -0.4, 2.5]])
+def test_inputs_at_and_near_the_kink_pass(layer):
+    awkward = [0.0, 1e-5, -1e-5, 1e-9, -0.0, 2e-6, -3e-7]
+    x = np.random.default_rng(3).standard_normal((8, 12))
+    x.reshape(-1)[13 * np.arange(len(awkward))] = awkward
     report = cr.gradcheck(layer, x)
     entry = report["input"]
-    assert entry.kinks == 7, str(report)
-    assert entry.checked == 12
+    # The two exact zeros are kinks; entries within a step of 0 may be counted as kinks too,
+    # each checked against a one-sided derivative rather than skipped.
+    assert 2 <= entry.kinks <= len(awkward), str(report)
+    assert entry.checked == 96 and entry.failed == 0
     assert report.ok and entry.max_rel_error < 1e-6, str(report)
 
 
@@ -220,8 +223,9 @@ def test_input_exactly_at_the_kink_alone():
 def test_array_of_only_kinks_is_not_ok():
     report = cr.gradcheck(layers.ReLU(), np.zeros((2, 3)))
     entry = report["input"]
-    assert entry.kinks == entry.checked == 6
+    assert entry.kinks == entry.checked == 6 and entry.failed == 0
     assert not entry.ok and not report.ok
+    assert "6 of 6 checked entries (100%) are at kinks, more than 10%" in str(report)
 
 
 def test_clip_of_a_probability_loss_is_a_kink():

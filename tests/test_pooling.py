@@ -304,7 +304,7 @@ def test_compute_output_shape(layer, sample, expected):
 def test_config_round_trip(layer):
     config = layer.get_config()
     assert json.loads(json.dumps(config)) == config
-    twin = make_layer(type(layer).__name__, config)
+    twin = make_layer({"class_name": type(layer).__name__, "config": config})
     assert type(twin) is type(layer) and twin.get_config() == config
     assert repr(twin) == repr(layer)
 

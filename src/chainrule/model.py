@@ -12,7 +12,7 @@ from . import optimizers as optimizers_mod
 from .backend import as_float_dtype
 from .callbacks import Callback, History, ProgressBar
 from .layers import activations
-from .layers.base import Layer, check_finite, make_layer
+from .layers.base import Layer, check_finite, layer_spec, make_layer
 from .parameter import Parameter
 
 
@@ -470,16 +470,20 @@ class Sequential:
             "dtype": self.dtype.name,
             "seed": self.seed,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
-            "layers": [
-                {"class_name": type(layer).__name__, "config": layer.get_config()}
-                for layer in self.layers
-            ],
+            "layers": [layer_spec(layer) for layer in self.layers],
         }
 
     @classmethod
-    def from_config(cls, config: dict, dtype=None) -> Sequential:
-        """Rebuild an (unbuilt unless input_shape is known) model from ``get_config()``."""
-        layers = [make_layer(spec["class_name"], spec["config"]) for spec in config["layers"]]
+    def from_config(cls, config: dict, dtype=None, custom_objects: dict | None = None
+                    ) -> Sequential:
+        """Rebuild an (unbuilt unless input_shape is known) model from ``get_config()``.
+
+        Args:
+            config: as returned by ``get_config``.
+            dtype: overrides the saved dtype.
+            custom_objects: name → class for layer classes defined outside chainrule.
+        """
+        layers = [make_layer(spec, custom_objects) for spec in config["layers"]]
         model = cls(layers, dtype=dtype or config["dtype"], seed=config.get("seed"),
                     name=config.get("name", "sequential"))
         if config.get("input_shape") is not None and not model.built:

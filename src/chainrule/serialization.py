@@ -111,12 +111,14 @@ def atomic_write(path, write) -> None:
         raise
 
 
-def load_model(path, compile: bool = True):
+def load_model(path, compile: bool = True, custom_objects: dict | None = None):
     """Load a model written by ``save``: same architecture, weights, and (if saved) optimizer.
 
     Args:
         path: the .npz file.
         compile: restore the loss, metrics and optimizer (with its state) when the file has them.
+        custom_objects: name → class for layer classes defined outside chainrule (a file that
+            names one is refused without it: loading never builds a class by accident).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -153,7 +155,7 @@ def load_model(path, compile: bool = True):
             f"load_model: {path} uses format version {config['format_version']}, newer than "
             f"this chainrule ({FORMAT_VERSION}); upgrade chainrule"
         )
-    model = Sequential.from_config(config["model"])
+    model = Sequential.from_config(config["model"], custom_objects=custom_objects)
     if not model.built:
         raise ValueError(f"load_model: {path} describes a model that was never built")
     for layer in model.layers:

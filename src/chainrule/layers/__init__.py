@@ -2,7 +2,7 @@
 
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .augment import RandomShift
-from .base import Layer
+from .base import Layer, register
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -29,4 +29,5 @@ __all__ = [
     "GlobalAveragePool2D",
     "BatchNorm",
     "RandomShift",
+    "register",
 ]

@@ -18,8 +18,10 @@ import numpy as np
 
 from ..backend import DEFAULT_DTYPE, FLOAT_DTYPES, as_float_dtype
 from ..parameter import Parameter
+from ..registry import Registry, is_builtin
 
-LAYER_CLASSES: dict[str, type[Layer]] = {}
+#: chainrule's own layer classes by name (a user's subclass is never registered by itself).
+LAYERS = Registry("layer")
 
 
 class Layer:
@@ -44,8 +46,8 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
-            LAYER_CLASSES[cls.__name__] = cls
+        if is_builtin(cls) and not cls.__name__.startswith("_"):
+            LAYERS.register(cls)
 
     def __init__(self, name: str | None = None, input_shape=None):
         if name is not None and not isinstance(name, str):
@@ -272,16 +274,52 @@ def _as_shape(shape, layer) -> tuple[int, ...]:
     return shape
 
 
-def make_layer(class_name: str, config: dict) -> Layer:
-    """Rebuild a layer from its class name and ``get_config()`` dict.
+def register(cls: type[Layer]) -> type[Layer]:
+    """Register a layer class of your own so that saved models name it (usable as a decorator).
+
+    Without registering, a model holding the class still saves; ``load_model`` then needs the
+    class passed as ``custom_objects={"Name": Name}``.
 
     Raises:
-        ValueError: for an unknown class name.
+        TypeError: if ``cls`` is not a Layer subclass.
+        ValueError: if another class already holds its name (chainrule's own ``Tanh``, say).
     """
-    try:
-        cls = LAYER_CLASSES[class_name]
-    except KeyError:
-        raise ValueError(
-            f"unknown layer class {class_name!r}; known: {sorted(LAYER_CLASSES)}"
-        ) from None
-    return cls.from_config(config)
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise TypeError(f"register expects a Layer subclass, got {cls!r}")
+    return LAYERS.register(cls)
+
+
+def layer_spec(layer: Layer) -> dict:
+    """``{"class_name", "config"}`` for a saved architecture, plus ``"module"`` for a class
+    defined outside chainrule, so that loading never mistakes it for a built-in namesake."""
+    cls = type(layer)
+    spec = {"class_name": cls.__name__, "config": layer.get_config()}
+    if not is_builtin(cls):
+        spec["module"] = cls.__module__
+    return spec
+
+
+def make_layer(spec: dict, custom_objects: dict | None = None) -> Layer:
+    """Rebuild a layer from a :func:`layer_spec` dict.
+
+    Args:
+        spec: ``{"class_name": ..., "config": ..., ["module": ...]}``.
+        custom_objects: name → class for classes defined outside chainrule.
+
+    Raises:
+        ValueError: for an unknown class name, or a class saved from another module that was
+            neither passed in ``custom_objects`` nor registered from that module.
+    """
+    name, module = spec["class_name"], spec.get("module")
+    if custom_objects and name in custom_objects:
+        cls = custom_objects[name]
+    elif module is None:
+        cls = LAYERS.get(name)
+    else:
+        cls = LAYERS.get(name) if name in LAYERS else None
+        if cls is None or cls.__module__ != module:
+            raise ValueError(
+                f"layer class {name!r} was saved from module {module!r}, not from chainrule; "
+                f"pass custom_objects={{{name!r}: {name}}} (the class itself) to rebuild it"
+            )
+    return cls.from_config(spec["config"])
