@@ -82,7 +82,9 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
         if include_optimizer:
             for i, p in enumerate(model.parameters()):
                 for key, value in opt.state.get(p, {}).items():
-                    arrays[f"optimizer/{i}/{key}"] = np.asarray(value)
+                    if isinstance(value, int):
+                        value = np.array(value, dtype=np.int64)
+                    arrays[f"optimizer/{i}/{key}"] = value
     config["rng_states"] = {
         layer.name: layer.rng.bit_generator.state
         for layer in model.layers
