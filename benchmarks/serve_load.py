@@ -182,6 +182,14 @@ async def load(base: str, body: bytes, total: int, clients: int, kind: str) -> d
     }
 
 
+def response_size(base: str, body: bytes) -> int:
+    """Bytes of one answer's body to ``body`` (the same for every request of a scenario)."""
+    request = urllib.request.Request(base + "/api/predict", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as answer:
+        return len(answer.read())
+
+
 def main() -> None:
     args = parse_args()
     load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -204,6 +212,7 @@ def main() -> None:
                     asyncio.run(load(base, body, 100, args.clients, args.client))  # warm-up
                     results[name] = asyncio.run(
                         load(base, body, args.requests, args.clients, args.client))
+                    results[name]["response_bytes"] = response_size(base, body)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -218,11 +227,12 @@ def main() -> None:
           f"clients and any other job share the cores; client: {args.client})")
     print(f"{args.requests:,} requests per row from {args.clients} concurrent keep-alive clients "
           "over loopback\n")
-    print("| request | body | requests/s | p50 ms | p99 ms | max ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| request | body | response | requests/s | p50 ms | p99 ms | max ms | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['bytes'] / 1000:.1f} kB | {r['rps']:,.0f} | {r['p50']:.1f} | "
-              f"{r['p99']:.1f} | {r['max']:.1f} | {r['errors']} |")
+        print(f"| {name} | {r['bytes'] / 1000:.1f} kB | {r['response_bytes'] / 1000:.1f} kB | "
+              f"{r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
+              f"{r['errors']} |")
         if r["errors"]:
             print(f"  first error: {r['first_error'][0]}")
 

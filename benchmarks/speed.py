@@ -188,6 +188,18 @@ def peak_rss_mb() -> float:
     return max(before, after) / 1024
 
 
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
+
+
 def main():
     (x, y), (x_test, y_test) = load_mnist(flatten=True)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -235,7 +247,8 @@ def main():
             for d in threadpool_info() if d.get("user_api") == "blas"]
     print(f"\nNumPy BLAS: {', '.join(blas)}; OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {ARGS.threads} threads each; "
+    print(f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} cores, "
+          f"{ARGS.threads} threads each; "
           f"Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}; "
           f"median of {ARGS.reps} interleaved one-epoch runs")
     print("\n| training, one epoch of 60,000 | chainrule samples/s | PyTorch samples/s | "

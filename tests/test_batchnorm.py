@@ -409,3 +409,93 @@ def test_get_and_set_weights_carry_the_running_statistics():
     np.testing.assert_array_equal(bn.running_var, weights[5])
     with pytest.raises(ValueError, match=r"set_weights: batchnorm_1/running_mean expects shape"):
         model.set_weights(weights[:4] + [np.zeros(5)] + weights[5:])
+
+
+# ---------------------------------------------------------------------- batches of one in fit
+def bn_after_dense(seed=0):
+    """Dense → BatchNorm on (N, C): one value per channel and sample."""
+    model = cr.Sequential([layers.Dense(6, input_shape=(4,)), BatchNorm(name="bn"), layers.ReLU(),
+                           layers.Dense(3)], seed=seed)
+    model.compile(optimizers.Adam(0.01), losses.SparseCategoricalCrossEntropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def test_min_training_batch_depends_on_the_input_rank():
+    assert BatchNorm().min_training_batch() == 2  # not built: the input is not known yet
+    for shape, fewest in [((3,), 2), ((3, 1, 1), 2), ((3, 4, 4), 1), ((3, 1, 2), 1)]:
+        layer = BatchNorm()
+        layer.build(shape)
+        assert layer.min_training_batch() == fewest, shape
+    model = bn_after_dense()
+    assert model._min_training_batch() == (2, model.layers[1])
+    plain = cr.Sequential([layers.Dense(3, input_shape=(4,))])
+    assert plain._min_training_batch() == (1, None)
+
+
+def test_fit_leaves_out_a_last_batch_of_one_sample_and_says_so_once(capsys):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 4)).astype(np.float32)  # 10 = 3·3 + 1
+    y = rng.integers(0, 3, 10)
+    model = bn_after_dense()
+    bn = model.layers[1]
+    batches = []
+    forward = bn._forward
+
+    def counting_forward(x, training):
+        if training:
+            batches.append(len(x))
+        return forward(x, training)
+
+    bn._forward = counting_forward
+    history = model.fit(x, y, epochs=3, batch_size=3, seed=0, verbose=2)
+    assert batches == [3, 3, 3] * 3
+    assert model.optimizer.iterations == 9 and len(history.history["loss"]) == 3
+    note = ("fit: the last batch of each epoch (1 of 10 samples, shuffled, so not the same ones) "
+            "is left out: BatchNorm 'bn' needs at least 2 samples per training batch")
+    assert history.params["steps"] == 3 and history.params["left_out_per_epoch"] == 1
+    assert history.params["note"] == note
+    err = capsys.readouterr().err
+    assert err.count(note) == 1, err
+    assert model.steps_per_epoch(10, 3) == 3 and model.steps_per_epoch(11, 3) == 4
+
+    # Silent with verbose=0, still recorded; a model without BatchNorm keeps the last sample.
+    quiet = bn_after_dense().fit(x, y, epochs=1, batch_size=3, shuffle=False, verbose=0)
+    assert "always the last ones" in quiet.params["note"]
+    assert capsys.readouterr().err == ""
+    plain = cr.Sequential([layers.Dense(3, input_shape=(4,))], seed=0)
+    plain.compile("adam", losses.SparseCategoricalCrossEntropy(from_logits=True))
+    kept = plain.fit(x, y, epochs=1, batch_size=3, verbose=0)
+    assert kept.params["steps"] == 4 and kept.params["left_out_per_epoch"] == 0
+    assert "note" not in kept.params
+
+
+@pytest.mark.parametrize("n, batch_size, message", [
+    (10, 1, "fit: batch_size=1 is too small for BatchNorm 'bn', which needs at least 2 samples "
+            "per training batch on input of shape (N, 6); use batch_size=2 or more"),
+    (1, 8, "fit: x has 1 sample, but BatchNorm 'bn' needs at least 2 per training batch on "
+           "input of shape (N, 6)"),
+])
+def test_fit_refuses_a_batch_too_small_before_any_step(n, batch_size, message):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    model = bn_after_dense()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
+    assert model.optimizer.iterations == 0
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_image_batchnorm_trains_on_batches_of_one():
+    """(N, C, H, W) with H·W > 1: one sample gives each channel H·W values, enough to train."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 2, 5)
+    model = cr.Sequential([layers.Conv2D(2, 3, input_shape=(1, 4, 4)), BatchNorm(),
+                           layers.Flatten(), layers.Dense(2)], seed=0)
+    model.compile("adam", losses.SparseCategoricalCrossEntropy(from_logits=True))
+    history = model.fit(x, y, epochs=1, batch_size=1, verbose=0)
+    assert history.params["steps"] == 5 and history.params["left_out_per_epoch"] == 0

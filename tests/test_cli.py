@@ -21,7 +21,7 @@ from PIL import Image
 
 import chainrule
 from chainrule import cli, functional, load_model
-from chainrule.data import load_mnist, preprocess_digit
+from chainrule.data import load_mnist, preprocess_digit, write_idx
 from chainrule.data.datasets import SYSTEM_DATA_ROOT
 from chainrule.layers.activations import ReLU
 
@@ -169,6 +169,48 @@ def test_train_without_quiet_prints_the_report_and_trains_the_same_model(trained
     theirs = load_model(quiet_run / "model.npz").get_weights()
     assert len(ours) == len(theirs)
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def tiny_idx_dataset(folder: Path, n_train: int = 40, n_test: int = 10) -> Path:
+    """The four IDX files of a random 28×28 dataset with ten classes, written to ``folder``."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        labels = np.arange(n, dtype=np.uint8) % 10
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels)
+    return folder
+
+
+def test_train_cnn_with_a_last_batch_of_one_sample_completes(tmp_path):
+    """40 images: 37 train after the 1/12 validation split, 37 = 12·3 + 1. The cnn's
+    BatchNorm after its Dense cannot train on one sample: that batch is left out, said once."""
+    data = tiny_idx_dataset(tmp_path / "tiny")
+    result = run_cli("train", "--model", "cnn", "--batch-size", "3", "--epochs", "1",
+                     "--dataset", data, "--out", tmp_path / "run", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    note = ("fit: the last batch of each epoch (1 of 37 samples, shuffled, so not the same "
+            "ones) is left out: BatchNorm 'batchnorm_3' needs at least 2 samples per training "
+            "batch")
+    assert result.stderr.count(note) == 1, result.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["samples"] == {"train": 37, "validation": 3, "test": 10}
+    optimizer = load_model(tmp_path / "run" / "model.npz").optimizer
+    # The cosine schedule spans the steps actually taken, and ends at 0 on the last one.
+    assert optimizer.iterations == optimizer.lr.T_max == 12
+
+
+def test_train_batch_size_one_is_refused_before_a_run_folder_is_written(tmp_path):
+    data = tiny_idx_dataset(tmp_path / "tiny")
+    result = run_cli("train", "--model", "cnn", "--batch-size", "1", "--epochs", "1",
+                     "--dataset", data, "--out", tmp_path / "run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "chainrule train: error: fit: batch_size=1 is too small for BatchNorm 'batchnorm_3', "
+        "which needs at least 2 samples per training batch on input of shape (N, 256); use "
+        "batch_size=2 or more\n")
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------- evaluate / predict

@@ -1,26 +1,29 @@
 """Conv2D against finite differences and against torch.nn.functional.conv2d, driven by one table.
 
 Each row of CONV_CASES is (id, constructor arguments, input shape): stride 1 and 2, padding
-valid / same / 2 / (1, 2), dilation 2, kernels 1, 3, 5, (3, 2) and (2, 3), odd image sizes,
-batch 1, several input and output channels, rank-3 (N, H, W) input. Every row goes through
-gradcheck in float64 and equality with torch (y, grad x, grad W, grad b) in float32 and float64.
+valid / same / 2 / (1, 2), "same" with strides (Keras's rule, checked against an explicit
+asymmetric F.pad then F.conv2d), dilation 2, kernels 1, 2, 3, 4, 5, (3, 2) and (2, 3), odd and
+even image sizes, batch 1, several input and output channels, rank-3 (N, H, W) input. Every
+row goes through gradcheck in float64 and equality with torch (y, grad x, grad W, grad b) in
+float32 and float64.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as TF
 
 import chainrule as cr
 from chainrule import losses, optimizers
-from chainrule.layers import Conv2D, Dense, Flatten, ReLU
+from chainrule.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from chainrule.layers.arguments import pad_amounts
 from test_dtype import Spy
 from torch_helpers import DTYPES, assert_close, rtol_for, to_torch
 
@@ -58,6 +61,27 @@ CONV_CASES = [
     ConvCase("no_bias", dict(filters=3, kernel_size=3, padding=1, use_bias=False), (2, 2, 5, 5)),
     ConvCase("rank3_same", dict(filters=3, kernel_size=3, padding="same"), (2, 7, 9)),
     ConvCase("rank3_stride2", dict(filters=2, kernel_size=(3, 2), strides=2), (1, 7, 9)),
+    # "same" with strides: pads (top, bottom) per axis in the comments, from Keras's rule.
+    ConvCase("k3_same_stride2_odd",  # 7: (1, 1); 9: (1, 1)
+             dict(filters=2, kernel_size=3, strides=2, padding="same"), (2, 2, 7, 9)),
+    ConvCase("k3_same_stride2_even",  # 8: (0, 1); 6: (0, 1)
+             dict(filters=2, kernel_size=3, strides=2, padding="same"), (2, 3, 8, 6)),
+    ConvCase("k2_same_stride2_even_kernel",  # 7: (0, 1); 8: (0, 0)
+             dict(filters=2, kernel_size=2, strides=2, padding="same"), (2, 2, 7, 8)),
+    ConvCase("k4_same_stride2_batch1",  # 9: (1, 2); 6: (1, 1)
+             dict(filters=3, kernel_size=4, strides=2, padding="same"), (1, 2, 9, 6)),
+    ConvCase("k5_same_stride3",  # 8: (1, 2); 10: (2, 2)
+             dict(filters=2, kernel_size=5, strides=3, padding="same"), (2, 2, 8, 10)),
+    ConvCase("k3_dilation2_same_stride2",  # span 5; 9: (2, 2); 8: (1, 2)
+             dict(filters=2, kernel_size=3, dilation=2, strides=2, padding="same"),
+             (2, 2, 9, 8)),
+    ConvCase("k23_dilation12_same_stride21",  # 7: (0, 1); span 5, stride 1: (2, 2)
+             dict(filters=2, kernel_size=(2, 3), dilation=(1, 2), strides=(2, 1),
+                  padding="same"), (2, 2, 7, 7)),
+    ConvCase("k1_same_stride2_no_padding",  # a 1×1 kernel never needs any: 5 → 3, 4 → 2
+             dict(filters=2, kernel_size=1, strides=2, padding="same"), (2, 2, 5, 4)),
+    ConvCase("rank3_k3_same_stride2", dict(filters=2, kernel_size=3, strides=2, padding="same"),
+             (2, 8, 7)),
 ]
 CASE_IDS = [case.id for case in CONV_CASES]
 
@@ -73,15 +97,32 @@ def make(case: ConvCase, dtype, seed: int = 0) -> tuple[Conv2D, np.ndarray]:
     return layer, x
 
 
+def keras_same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """Keras/TensorFlow's "same" padding of one axis, written here apart from the layer's."""
+    total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
 def torch_conv(layer: Conv2D, x_t, params_t):
-    """torch's conv2d with the layer's settings; a rank-3 x is one channel, as in ours."""
+    """torch's conv2d with the layer's settings; a rank-3 x is one channel, as in ours.
+
+    torch's own padding='same' serves stride 1; torch refuses it with a stride, so there the
+    input is first padded explicitly (and asymmetrically) with F.pad by Keras's rule.
+    """
     if x_t.ndim == 3:
         x_t = x_t.unsqueeze(1)
     bias = params_t[1] if layer.use_bias else None
+    padding = layer.padding
+    if padding == "same" and layer.strides != (1, 1):
+        (top, bottom), (left, right) = (
+            keras_same_pads(n, k, s, d) for n, k, s, d in zip(
+                x_t.shape[2:], layer.kernel_size, layer.strides, layer.dilation, strict=True))
+        x_t = TF.pad(x_t, (left, right, top, bottom))
+        padding = 0
     with warnings.catch_warnings():
         # torch notes that 'same' with an even kernel pads a copy of the input: expected here.
         warnings.filterwarnings("ignore", "Using padding='same' with even kernel", UserWarning)
-        return TF.conv2d(x_t, params_t[0], bias, stride=layer.strides, padding=layer.padding,
+        return TF.conv2d(x_t, params_t[0], bias, stride=layer.strides, padding=padding,
                          dilation=layer.dilation)
 
 
@@ -163,8 +204,55 @@ def test_same_padding_keeps_size_and_puts_the_extra_bottom_right(kernel_size, di
     layer = Conv2D(2, kernel_size, padding="same", dilation=dilation)
     layer.build((1, 7, 8))
     assert layer.output_shape == (2, 7, 8)
-    for (before, after), k, d in zip(layer._pads, layer.kernel_size, layer.dilation, strict=True):
+    pads = layer._pads(7, 8)
+    for (before, after), k, d in zip(pads, layer.kernel_size, layer.dilation, strict=True):
         assert before + after == d * (k - 1) and after - before in (0, 1)
+
+
+@pytest.mark.parametrize("strides", [1, 2, 3, (2, 1)])
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_same_padding_with_strides_gives_ceil_size_and_keras_pads(strides, kernel_size, dilation):
+    for h, w in [(7, 9), (8, 6), (1, 2), (28, 28)]:
+        layer = Conv2D(2, kernel_size, strides=strides, padding="same", dilation=dilation)
+        layer.build((1, h, w))
+        s = layer.strides
+        assert layer.output_shape == (2, math.ceil(h / s[0]), math.ceil(w / s[1]))
+        expected = tuple(keras_same_pads(n, kernel_size, si, dilation)
+                         for n, si in zip((h, w), s, strict=True))
+        assert layer._pads(h, w) == expected
+
+
+def test_conv_and_pooling_share_one_same_padding_rule():
+    """A Conv2D and a MaxPool2D with the same window and stride pad alike, and the rule is
+    Keras's: the odd row at the bottom, the odd column on the right."""
+    assert pad_amounts("same", (8, 7), (3, 3), (2, 2)) == ((0, 1), (1, 1))
+    assert pad_amounts("same", (7, 10), (4, 4), (3, 3)) == ((1, 2), (1, 2))
+    assert pad_amounts("same", (9, 9), (3, 3), (2, 2), (2, 2)) == ((2, 2), (2, 2))
+    assert pad_amounts("same", (2, 2), (3, 3), (4, 4)) == ((0, 1), (0, 1))
+    assert pad_amounts("valid", (8, 7), (3, 3), (2, 2)) == ((0, 0), (0, 0))
+    assert pad_amounts((1, 2), (8, 7), (3, 3), (2, 2)) == ((1, 1), (2, 2))
+    for k, s in [(2, 2), (3, 2), (3, 1), (4, 3)]:
+        for size in [(7, 9), (8, 6), (5, 5)]:
+            conv, pool = Conv2D(1, k, strides=s, padding="same"), MaxPool2D(k, s, "same")
+            assert conv._pads(*size) == pool._pads(*size) == pad_amounts(
+                "same", size, (k, k), (s, s))
+            conv.build((1, *size))
+            pool.build((1, *size))
+            assert conv.output_shape[1:] == pool.output_shape[1:]
+
+
+def test_strided_same_conv_in_a_model_builds_trains_and_saves(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((12, 1, 9, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 12)
+    model = cr.Sequential([Conv2D(3, 3, strides=2, padding="same", input_shape=(1, 9, 8)),
+                           ReLU(), Flatten(), Dense(2)], seed=0)
+    assert model.layers[0].output_shape == (3, 5, 4)
+    model.compile("adam", losses.SparseCategoricalCrossEntropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    model.save(tmp_path / "m.npz")
+    assert np.array_equal(cr.load_model(tmp_path / "m.npz").predict(x), model.predict(x))
 
 
 def test_rank3_input_equals_one_channel_rank4():
@@ -363,15 +451,8 @@ def test_kernel_larger_than_padded_input():
     (dict(filters=2, kernel_size=3, padding=-1),
      "padding must be a non-negative integer or a pair of them, got -1"),
     (dict(filters=2, kernel_size=3, padding=(1, -2)), "padding must be a non-negative integer"),
-    (dict(filters=2, kernel_size=3, padding="same", strides=2),
-     r"padding='same' is not supported with strides \(2, 2\) \(PyTorch refuses it too"),
     (dict(filters=2, kernel_size=3, kernel_initializer="he"), "unknown initializer 'he'"),
 ])
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Conv2D(**kwargs)
-
-
-def test_torch_refuses_strided_same_too():
-    with pytest.raises(RuntimeError, match="padding='same' is not supported for strided"):
-        TF.conv2d(torch.zeros(1, 1, 5, 5), torch.zeros(1, 1, 3, 3), stride=2, padding="same")

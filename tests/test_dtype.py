@@ -174,7 +174,8 @@ def spied_step(model, loss, optimizer, x, y):
     optimizer.step(params)
     for i, p in enumerate(params):
         arrays.append((f"param {i} value", p.value))
-        arrays += [(f"param {i} state {k}", v) for k, v in optimizer.state[p].items()]
+        arrays += [(f"param {i} state {k}", v) for k, v in optimizer.state[p].items()
+                   if k != "step"]
     return arrays
 
 
@@ -281,7 +282,8 @@ def assert_all(model, seen, dtype):
     for p in model.parameters():
         assert p.value.dtype == dtype and p.grad.dtype == dtype
         for key, value in model.optimizer.state[p].items():
-            assert value.dtype == dtype, key
+            if key != "step":
+                assert value.dtype == dtype, key
 
 
 def test_float64_input_to_float32_model_trains_in_float32():

@@ -155,6 +155,52 @@ def test_trajectory_matches_torch(case, dtype):
     run_trajectories(make(), torch_cls, torch_kwargs, dtype)
 
 
+LATE_START = 4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", ["adam", "adam_betas_eps", "adam_weight_decay", "adamw"])
+def test_parameter_that_joins_later_starts_at_its_own_first_step_like_torch(case, dtype):
+    """The last parameter gets no gradient for LATE_START steps (torch skips a parameter whose
+    grad is None, and creates its state on its first step); ours is passed only from then on.
+    Its bias correction starts at t = 1 while the others' continue."""
+    make, torch_cls, torch_kwargs = CASES[case]
+    ours = make()
+    rng = np.random.default_rng(0)
+    params = make_params(rng, dtype)
+    tparams = [torch.tensor(p.value.copy(), requires_grad=True) for p in params]
+    topt = torch_cls(tparams, **torch_kwargs)
+    for step in range(STEPS):
+        active = len(params) if step >= LATE_START else len(params) - 1
+        for p, tp in zip(params[:active], tparams[:active], strict=True):
+            g = (rng.standard_normal(p.shape) * rng.uniform(0.1, 3.0)).astype(dtype)
+            p.grad = g
+            tp.grad = torch.from_numpy(g.copy())
+        ours.step(params[:active])
+        topt.step()
+        for p, tp in zip(params, tparams, strict=True):
+            assert_close(p.value, tp.detach().numpy(), TOLERANCES[dtype],
+                         f"{type(ours).__name__} {dtype.__name__} {p.name} after step {step + 1}")
+    assert ours.iterations == STEPS
+    assert [ours.state[p]["step"] for p in params] == [STEPS, STEPS, STEPS - LATE_START]
+    assert [int(topt.state[tp]["step"]) for tp in tparams] == [STEPS, STEPS, STEPS - LATE_START]
+
+
+def test_adam_first_step_of_a_new_parameter_is_lr_after_many_steps():
+    """Bias correction of a zero-moment parameter uses its own t = 1: |Δp| = lr·|g|/(|g| + ε)."""
+    opt = optimizers.Adam(lr=0.01)
+    old = cr.Parameter(np.ones(3), name="old")
+    for _ in range(50):
+        old.grad = np.full(3, 0.5)
+        opt.step([old])
+    new = cr.Parameter(np.zeros(3), name="new")
+    new.grad = np.array([2.0, -0.5, 1e-3])
+    old.grad = np.full(3, 0.5)
+    opt.step([old, new])
+    np.testing.assert_allclose(-new.value, 0.01 * np.sign(new.grad), rtol=1e-4)
+    assert (opt.state[old]["step"], opt.state[new]["step"], opt.iterations) == (51, 1, 51)
+
+
 @pytest.mark.parametrize(
     "ours, torch_sched",
     [
@@ -289,6 +335,20 @@ def test_fit_consumes_per_step_schedule_every_step():
     assert opt.iterations == 6
 
 
+def test_layer_added_to_a_trained_model_starts_adam_at_step_one():
+    opt = optimizers.Adam(0.01)
+    model, x, y = small_classifier(opt)
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)  # 3 steps per epoch
+    old = model.parameters()
+    model.add(Dense(2, name="head"))
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    new = [p for p in model.parameters() if all(p is not q for q in old)]
+    assert len(new) == 2
+    assert [opt.state[p]["step"] for p in old] == [9, 9]
+    assert [opt.state[p]["step"] for p in new] == [3, 3]
+    assert opt.iterations == 9
+
+
 # ---------------------------------------------------------------------------- state and errors
 
 
@@ -302,11 +362,14 @@ def test_state_is_per_parameter(case):
         p.grad = rng.standard_normal(p.shape)
     opt.step(params)
     assert list(opt.state) == params
-    arrays = [a for p in params for a in opt.state[p].values()]
+    arrays = [a for p in params for a in opt.state[p].values() if isinstance(a, np.ndarray)]
     assert arrays, "stateful optimizers keep state arrays"
     for p in params:
         for key, value in opt.state[p].items():
-            assert value.shape == p.shape, key
+            if key == "step":
+                assert type(value) is int and value == 1
+            else:
+                assert value.shape == p.shape, key
     ids = [id(a) for a in arrays]
     assert len(set(ids)) == len(ids), "no state array is shared between parameters"
     assert all(not np.shares_memory(a, p.value) for a in arrays for p in params)
@@ -370,7 +433,10 @@ def test_step_keeps_float32(case):
         opt.step([p])
     assert p.value.dtype == np.float32
     for key, value in opt.state[p].items():
-        assert value.dtype == np.float32, key
+        if key == "step":
+            assert type(value) is int and value == 3, "the step count stays an exact int"
+        else:
+            assert value.dtype == np.float32, key
 
 
 ALLOCATION_FREE = ["sgd", "sgd_momentum", "sgd_weight_decay", "adam", "adam_betas_eps", "adamw",

@@ -94,6 +94,10 @@ def _grid() -> list[PoolCase]:
                      (2, 2, 7, 9), torch_pool),
             PoolCase(f"{cls.__name__}-k3x2-s2x1-same", lambda cls=cls: cls((3, 2), (2, 1), "same"),
                      (2, 2, 7, 9), torch_pool),
+            # An even pool with a stride apart from its size, odd pads on both axes: 7 → (1, 2)
+            # rows, 10 → (1, 2) columns (the rule Conv2D shares, arguments.pad_amounts).
+            PoolCase(f"{cls.__name__}-k4-s3-same", lambda cls=cls: cls(4, 3, "same"),
+                     (2, 2, 7, 10), torch_pool),
             PoolCase(f"{cls.__name__}-k3-p1x0", lambda cls=cls: cls(3, 1, (1, 0)),
                      (1, 1, 5, 6), torch_pool),
             PoolCase(f"{cls.__name__}-whole-image", lambda cls=cls: cls((7, 9)), (2, 3, 7, 9),

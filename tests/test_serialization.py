@@ -93,6 +93,72 @@ def test_without_optimizer_state_resuming_differs(tmp_path):
     assert not np.array_equal(model.get_weights()[0], loaded.get_weights()[0])
 
 
+ADAMS = {
+    "adam": lambda: optimizers.Adam(0.01),
+    "adamw": lambda: optimizers.AdamW(0.01, weight_decay=0.05),
+}
+
+
+@pytest.mark.parametrize("opt", list(ADAMS))
+def test_loaded_without_optimizer_state_first_step_equals_a_fresh_optimizer(tmp_path, opt):
+    """iterations come back (per-step schedules need them) but the moments start at 0, so the
+    bias correction must restart too: the first step equals a fresh optimizer's on the same
+    weights and gradients (Adam's is then ≈ lr per weight)."""
+    model, x, y = trained(ADAMS[opt](), dropout=False)
+    path = tmp_path / "m.npz"
+    model.save(path, include_optimizer=False)
+    loaded = cr.load_model(path)
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 12
+    fresh = cr.load_model(path, compile=False)
+    fresh.compile(ADAMS[opt](), losses.SparseCategoricalCrossEntropy(from_logits=True))
+    before = loaded.get_weights()
+    loaded.train_step(x[:8], y[:8])
+    fresh.train_step(x[:8], y[:8])
+    for a, b in zip(loaded.get_weights(), fresh.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    assert all(loaded.optimizer.state[p]["step"] == 1 for p in loaded.parameters())
+    if opt == "adam":
+        largest = max(float(np.abs(a - b).max()) for a, b in zip(
+            before, loaded.get_weights(), strict=True))
+        assert 0.009 < largest <= 0.01 * (1 + 1e-5)
+
+
+def test_adam_step_is_saved_and_loaded_as_an_exact_integer(tmp_path):
+    """The state arrays take the model dtype, the step stays an int (float32 would round
+    2²⁴ + 1 to 2²⁴)."""
+    model, _, _ = trained(optimizers.Adam(0.01), dropout=False)
+    first, last = model.parameters()[0], model.parameters()[-1]
+    model.optimizer.state[first]["step"] = 2**24 + 1
+    path = tmp_path / "m.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as archive:
+        saved = archive["optimizer/0/step"]
+        assert saved.dtype == np.int64 and saved.shape == () and int(saved) == 2**24 + 1
+        assert archive["optimizer/0/m"].dtype == np.float32
+    loaded = cr.load_model(path)
+    state = loaded.optimizer.state
+    assert type(state[loaded.parameters()[0]]["step"]) is int
+    assert state[loaded.parameters()[0]]["step"] == 2**24 + 1
+    assert state[loaded.parameters()[-1]]["step"] == model.optimizer.state[last]["step"] == 12
+
+
+def test_file_without_per_parameter_steps_resumes_with_the_saved_iterations(tmp_path):
+    """Files written before the step moved into each parameter's state hold only the moments,
+    which were bias-corrected with the optimizer's iterations: they resume exactly as before."""
+    model, x, y = trained(optimizers.Adam(0.01), dropout=False)
+    model.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz", allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files if not k.endswith("/step")}
+    assert any(k.startswith("optimizer/") for k in arrays)
+    np.savez(tmp_path / "old.npz", **arrays)
+    loaded = cr.load_model(tmp_path / "old.npz")
+    assert [loaded.optimizer.state[p]["step"] for p in loaded.parameters()] == [12] * 6
+    model.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, seed=0, verbose=0)
+    loaded.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, seed=0, verbose=0)
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_uncompiled_load(tmp_path):
     model, x, _ = trained()
     model.save(tmp_path / "m.npz")

@@ -35,7 +35,9 @@ class History(Callback):
     Attributes:
         history: dict name → list of floats, one per epoch.
         epoch: the epoch indices that ran (0-based).
-        params: fit's settings (epochs, batch_size, steps per epoch, samples).
+        params: fit's settings: epochs, batch_size, steps (per epoch), samples and
+            left_out_per_epoch (a last batch too small for a layer to train on, see
+            ``Sequential.fit``), with a "note" saying so when it is not 0.
     """
 
     def __init__(self):

@@ -178,13 +178,10 @@ def cmd_train(args) -> int:
     files, (x_train, y_train), (x_test, y_test) = _load_dataset(
         config["dataset"], config["data_dir"], progress=not args.quiet
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(config_path, config)
     n_val = int(round(len(x_train) * config["validation_split"]))
     x_val, y_val = x_train[len(x_train) - n_val:], y_train[len(y_train) - n_val:]
     x_tr, y_tr = x_train[:len(x_train) - n_val], y_train[:len(y_train) - n_val]
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    steps = models.steps_per_epoch(len(x_tr), config["batch_size"])
     epochs = config["epochs"]
 
     past, initial_epoch = {}, 0
@@ -202,12 +199,16 @@ def cmd_train(args) -> int:
                                **common)
         else:
             model = models.mlp(hidden=config["hidden"], dropout=config["dropout"], **common)
+        # Also refuses a batch size the model cannot train on, before any folder is written.
+        steps = model.steps_per_epoch(len(x_tr), config["batch_size"])
         model.compile(
             optimizer=_make_optimizer(config["optimizer"], config["lr"], epochs * steps,
                                       config["schedule"]),
             loss=model.loss,
             metrics=["accuracy"],
         )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(config_path, config)
     if not args.quiet:
         model.summary()
     checkpoint = _RunCheckpoint(run_dir, past)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -253,6 +254,48 @@ class Sequential:
             grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
         return grad
 
+    def _min_training_batch(self) -> tuple[int, Layer | None]:
+        """(k, layer): the fewest samples a training batch needs and the layer that needs them
+        ((1, None) when any batch trains).
+
+        A layer says so through a ``min_training_batch()`` method (BatchNorm: 2 on (N, C)
+        input, whose channels hold one value per sample); layers without it take any batch.
+        """
+        fewest, needy = 1, None
+        for layer in self.layers:
+            need = getattr(layer, "min_training_batch", None)
+            k = 1 if need is None else int(need())
+            if k > fewest:
+                fewest, needy = k, layer
+        return fewest, needy
+
+    def steps_per_epoch(self, n_samples: int, batch_size: int) -> int:
+        """Optimizer steps ``fit`` takes per epoch on ``n_samples``: ⌈n / batch_size⌉, one fewer
+        when the last batch is too small for a layer to train on (see ``fit``).
+
+        Raises:
+            ValueError: if ``batch_size`` (or ``n_samples``) is smaller than a layer needs,
+                naming that layer.
+        """
+        batch_size = _check_batch_size(batch_size, "fit")
+        steps, last = divmod(n_samples, batch_size)
+        fewest, needy = self._min_training_batch()
+        if fewest > 1:
+            where = "" if needy.input_shape is None else (
+                f" on input of shape (N, {', '.join(map(str, needy.input_shape))})")
+            if batch_size < fewest:
+                raise ValueError(
+                    f"fit: batch_size={batch_size} is too small for {needy._label()}, which "
+                    f"needs at least {fewest} samples per training batch{where}; use "
+                    f"batch_size={fewest} or more"
+                )
+            if n_samples < fewest:
+                raise ValueError(
+                    f"fit: x has {n_samples} sample{'s' if n_samples != 1 else ''}, but "
+                    f"{needy._label()} needs at least {fewest} per training batch{where}"
+                )
+        return steps + (1 if last >= fewest else 0)
+
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One step of gradient descent on a prepared batch; returns (loss, output)."""
         output = self._forward(x, training=True)
@@ -271,7 +314,10 @@ class Sequential:
             x: inputs (N, …); cast once to the model dtype.
             y: targets (N,) integer labels or (N, …) arrays, as the loss expects.
             epochs: index of the last epoch (``initial_epoch`` … ``epochs`` − 1 run).
-            batch_size: samples per gradient step (the last batch may be smaller).
+            batch_size: samples per gradient step. The last batch of an epoch holds the rest,
+                n mod batch_size, unless a layer cannot train on that few (a BatchNorm after a
+                Dense needs 2, see ``BatchNorm.min_training_batch``): then it is left out of
+                every epoch, said once when verbose and recorded in ``history.params``.
             shuffle: reshuffle the training samples every epoch.
             seed: seeds shuffling (per epoch, so a resumed run shuffles like an uninterrupted
                 one) and weight init if the model is not built yet.
@@ -287,7 +333,8 @@ class Sequential:
 
         Raises:
             RuntimeError: if the model is not compiled.
-            ValueError / TypeError: for inconsistent or invalid data (see messages).
+            ValueError / TypeError: for inconsistent or invalid data (see messages), or a
+                ``batch_size`` smaller than a layer needs to train on; all before the first step.
             FloatingPointError: when the loss becomes NaN or inf (names epoch and step).
         """
         self._require_compiled("fit")
@@ -322,14 +369,24 @@ class Sequential:
         shuffle_seed = self.seed if seed is None else seed
 
         n = len(x)
-        steps = math.ceil(n / batch_size)
+        steps = self.steps_per_epoch(n, batch_size)
+        left_out = max(n - steps * batch_size, 0)
         history = History()
         cbs: list[Callback] = [history] + list(callbacks or [])
         if verbose:
             cbs.append(ProgressBar(verbose))
         self._fit_params = {"epochs": epochs, "batch_size": batch_size, "steps": steps,
-                            "samples": n}
+                            "samples": n, "left_out_per_epoch": left_out}
         history.params = dict(self._fit_params)
+        if left_out:
+            fewest, needy = self._min_training_batch()
+            which = "shuffled, so not the same ones" if shuffle else "always the last ones"
+            history.params["note"] = (
+                f"fit: the last batch of each epoch ({left_out} of {n} samples, {which}) is left "
+                f"out: {needy._label()} needs at least {fewest} samples per training batch"
+            )
+            if verbose:
+                print(history.params["note"], file=sys.stderr)
         self.history = history
         self.stop_training = False
         for cb in cbs:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from . import layers, losses, optimizers, schedules
 from .model import Sequential
 
@@ -157,8 +155,3 @@ def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = 0.3, augme
     stack.append(layers.Dense(num_classes))
     model = Sequential(stack, dtype=dtype, seed=seed, name="cnn")
     return _compile(model, lr, epochs, steps_per_epoch)
-
-
-def steps_per_epoch(n_samples: int, batch_size: int) -> int:
-    """Number of optimizer steps in one epoch (the last batch may be smaller)."""
-    return math.ceil(n_samples / batch_size)

@@ -21,8 +21,8 @@ from .parameter import Parameter
 FLUSH_EVERY = 64
 
 
-def _flush_subnormals(state: dict[str, np.ndarray]) -> None:
-    """Set state entries below the smallest normal float to exactly 0.
+def _flush_subnormals(state: dict) -> None:
+    """Set floating state entries below the smallest normal float to exactly 0.
 
     A moment whose gradient stays 0 (a border pixel's weights, a dead ReLU unit) decays
     geometrically, m ← β m, through the subnormal range before it reaches 0; many x86 CPUs
@@ -30,9 +30,12 @@ def _flush_subnormals(state: dict[str, np.ndarray]) -> None:
     on (the AMD EPYC our benchmarks ran on shows no such penalty). NumPy cannot switch on the
     CPU's flush-to-zero mode, so the optimizer does it: every ``FLUSH_EVERY`` steps, values
     under ``finfo.tiny`` (1.2e-38 in float32) become 0, at the cost of a fraction of one pass
-    per step. Their effect on a parameter would be below 1e-30 of the learning rate.
+    per step. Their effect on a parameter would be below 1e-30 of the learning rate. Integer
+    entries (Adam's step count) are left alone.
     """
     for value in state.values():
+        if not isinstance(value, np.ndarray):
+            continue
         tiny = np.finfo(value.dtype).tiny
         value[np.abs(value) < tiny] = 0
 
@@ -45,10 +48,13 @@ class Optimizer:
         weight_decay: L2 penalty λ added to the gradient, g ← g + λ p (AdamW decouples it).
 
     Attributes:
-        iterations: number of steps taken.
+        iterations: number of steps taken; per-step schedules read it. Counts that belong to one
+            parameter (Adam's bias-correction step) live in its state instead, so a parameter
+            first seen later, or whose state was not saved, starts from its own first step.
         last_lr: the learning rate the last step used.
         epoch: epoch index, set by ``fit`` for per-epoch schedules.
-        state: dict Parameter → dict of state arrays.
+        state: dict Parameter → dict of state: arrays of the parameter's shape and dtype, and
+            exact Python ints for counters (Adam's "step").
     """
 
     def __init__(self, lr, weight_decay: float = 0.0):
@@ -65,7 +71,7 @@ class Optimizer:
         self.iterations = 0
         self.epoch = 0
         self.last_lr: float | None = None
-        self.state: dict[Parameter, dict[str, np.ndarray]] = {}
+        self.state: dict[Parameter, dict[str, np.ndarray | int]] = {}
         self._scratch: dict[Parameter, np.ndarray] = {}
 
     @property
@@ -107,7 +113,7 @@ class Optimizer:
         out += grad
         return out
 
-    def _init_state(self, p: Parameter) -> dict[str, np.ndarray]:
+    def _init_state(self, p: Parameter) -> dict[str, np.ndarray | int]:
         return {}
 
     def _update(self, value, grad, state, tmp, lr) -> None:
@@ -189,7 +195,10 @@ class Adam(Optimizer):
         m ← β₁ m + (1 − β₁) g            v ← β₂ v + (1 − β₂) g²
         p ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
 
-    ε sits outside the bias-corrected square root, as in PyTorch.
+    ε sits outside the bias-corrected square root, as in PyTorch. t counts the steps of this
+    parameter, ``state[p]["step"]`` (as ``torch.optim.Adam``), not the optimizer's
+    ``iterations``: moments that start at 0 (a parameter added later, a model loaded without
+    its optimizer state) always get the t = 1 correction that makes their first step ≈ lr.
 
     Args:
         lr: learning rate (default 1e-3).
@@ -208,12 +217,12 @@ class Adam(Optimizer):
         self.eps = float(eps)
 
     def _init_state(self, p):
-        return {"m": np.zeros_like(p.value), "v": np.zeros_like(p.value)}
+        return {"step": 0, "m": np.zeros_like(p.value), "v": np.zeros_like(p.value)}
 
     def _update(self, value, grad, state, tmp, lr):
         g = self._decayed_grad(value, grad, tmp)
         m, v = state["m"], state["v"]
-        t = self.iterations
+        t = state["step"] = state["step"] + 1
         # m ← m + (1 − β₁)(g − m) is β₁ m + (1 − β₁) g in one pass (PyTorch's lerp).
         if g is tmp:
             g = g.copy()

@@ -8,7 +8,9 @@ Layout of the archive (all plain arrays, so ``np.load(..., allow_pickle=False)``
     param/<layer>/<name>       every parameter value
     state/<layer>/<name>       every non-trainable buffer (``Layer.buffers()``, e.g. BatchNorm's
                                running statistics)
-    optimizer/<index>/<key>    optimizer state per parameter (index in model.parameters())
+    optimizer/<index>/<key>    optimizer state per parameter (index in model.parameters()):
+                               arrays in the model dtype, and integer counters such as Adam's
+                               ``step`` as 0-d int64 arrays, read back as exact ints
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
         if include_optimizer:
             for i, p in enumerate(model.parameters()):
                 for key, value in opt.state.get(p, {}).items():
+                    if isinstance(value, int):
+                        value = np.array(value, dtype=np.int64)
                     arrays[f"optimizer/{i}/{key}"] = value
     config["rng_states"] = {
         layer.name: layer.rng.bit_generator.state
@@ -198,10 +202,21 @@ def load_model(path, compile: bool = True, custom_objects: dict | None = None):
         for i, p in enumerate(model.parameters()):
             prefix = f"optimizer/{i}/"
             state = {
-                key[len(prefix):]: value.astype(model.dtype, copy=True)
+                key[len(prefix):]: _state_entry(value, model.dtype)
                 for key, value in arrays.items()
                 if key.startswith(prefix)
             }
             if state:
+                if isinstance(optimizer, optimizers_mod.Adam) and "step" not in state:
+                    # Files written before Adam counted steps per parameter: their moments
+                    # were bias-corrected with the optimizer's iterations.
+                    state["step"] = optimizer.iterations
                 optimizer.state[p] = state
     return model
+
+
+def _state_entry(value: np.ndarray, dtype) -> np.ndarray | int:
+    """A saved optimizer-state entry: an integer counter as an exact int, an array in ``dtype``."""
+    if value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
+        return int(value)
+    return value.astype(dtype, copy=True)

@@ -1,4 +1,4 @@
-"""Argument parsing and message helpers shared by the image layers (Conv2D, pooling, BatchNorm)."""
+"""Argument parsing, the padding rule and message helpers shared by the image layers."""
 
 from __future__ import annotations
 
@@ -45,6 +45,38 @@ def padding_arg(padding, kind: str) -> str | tuple[int, int]:
             )
         return padding
     return int_pair(padding, "padding", kind, minimum=0)
+
+
+def pad_amounts(padding, size, kernel, strides, dilation=(1, 1)):
+    """((top, bottom), (left, right)) rows/columns of padding around an image of size (H, W).
+
+    The one padding convention of Conv2D, MaxPool2D and AvgPool2D:
+
+    - "valid": none.
+    - (ph, pw): ph rows on top and bottom, pw columns left and right.
+    - "same", as Keras/TensorFlow: the output keeps H′ = ⌈H / s⌉ rows. A kernel of k taps d
+      apart spans (k − 1)·d + 1 pixels, so the last of the H′ windows ends at
+      (H′ − 1)·s + (k − 1)·d + 1 and the padding is, in total,
+          max((⌈H / s⌉ − 1)·s + (k − 1)·d + 1 − H, 0)
+      rows, half on top and the odd one at the bottom (columns likewise, the odd one on the
+      right). With s = 1 that is d·(k − 1): H′ = H, as PyTorch's ``padding='same'``.
+      The amounts depend on the image size when s > 1.
+
+    Args:
+        padding: "valid", "same" or a pair (ph, pw) (see ``padding_arg``).
+        size: (H, W) of the unpadded image.
+        kernel, strides, dilation: (kh, kw), (sh, sw), (dh, dw); pooling has dilation 1.
+    """
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        pads = []
+        for n, k, s, d in zip(size, kernel, strides, dilation, strict=True):
+            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    ph, pw = padding
+    return (ph, ph), (pw, pw)
 
 
 def received_shape(shape, batch) -> str:

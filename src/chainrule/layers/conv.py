@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import initializers
 from ..parameter import Parameter
-from .arguments import int_pair, is_int, padding_arg, received_shape
+from .arguments import int_pair, is_int, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
 
@@ -46,10 +46,13 @@ class Conv2D(Layer):
         filters: F, the number of output channels.
         kernel_size: (kh, kw), or an int for a square kernel.
         strides: (sh, sw) or an int.
-        padding: "valid" (none), "same" (output H′, W′ = H, W; stride 1 only), an int or a pair
-            (ph, pw) of zero rows/columns added on both sides. "same" pads d·(k − 1) in total per
-            axis; when that is odd (an even kernel) the extra row/column goes on the bottom/right,
-            as in PyTorch's ``padding='same'`` and Keras/TensorFlow.
+        padding: "valid" (none), "same" (output H′ = ⌈H / s⌉, W′ = ⌈W / s⌉, as Keras and
+            TensorFlow), an int or a pair (ph, pw) of zero rows/columns added on both sides.
+            "same" pads max((⌈H / s⌉ − 1)·s + (k − 1)·d + 1 − H, 0) rows in total, the odd one
+            at the bottom (columns likewise, the odd one on the right): with stride 1 that is
+            d·(k − 1) and H′ = H, as PyTorch's ``padding='same'``; with a stride it depends on
+            the input size (PyTorch refuses that case). The rule is ``arguments.pad_amounts``,
+            shared with pooling.
         dilation: (dh, dw) or an int: the spacing between kernel taps.
         use_bias: whether to add b.
         kernel_initializer: initializer name for W ("he_normal" by default; fan_in = C·kh·kw).
@@ -57,10 +60,9 @@ class Conv2D(Layer):
 
     Raises:
         ValueError: at construction for a non-positive filters, kernel size, stride or dilation,
-            a negative padding, an unknown padding string, or padding="same" with a stride > 1
-            (PyTorch refuses it too); at forward for an input that is not (N, C, H, W) or
-            (N, H, W), a channel count other than the one the layer was built for, or a kernel
-            larger than the padded input.
+            a negative padding or an unknown padding string; at forward for an input that is
+            not (N, C, H, W) or (N, H, W), a channel count other than the one the layer was
+            built for, or a kernel larger than the padded input.
     """
 
     def __init__(
@@ -84,33 +86,17 @@ class Conv2D(Layer):
         self.strides = int_pair(strides, "strides", "Conv2D")
         self.dilation = int_pair(dilation, "dilation", "Conv2D")
         self.padding = padding_arg(padding, "Conv2D")
-        if self.padding == "same" and self.strides != (1, 1):
-            raise ValueError(
-                f"Conv2D: padding='same' is not supported with strides {self.strides} (PyTorch "
-                "refuses it too: the output size would depend on how the extra padding is "
-                "split); use strides=1, or an explicit padding such as padding=1 with strides=2"
-            )
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
         initializers.get(kernel_initializer)
         initializers.get(bias_initializer)
-        self._pads = self._padding_amounts()
         self.W: Parameter | None = None
         self.b: Parameter | None = None
 
-    def _padding_amounts(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """((top, bottom), (left, right)) zero rows/columns added around each image."""
-        if self.padding == "valid":
-            return (0, 0), (0, 0)
-        if self.padding == "same":
-            pads = []
-            for k, d in zip(self.kernel_size, self.dilation, strict=True):
-                total = d * (k - 1)
-                pads.append((total // 2, total - total // 2))
-            return tuple(pads)
-        ph, pw = self.padding
-        return (ph, ph), (pw, pw)
+    def _pads(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((top, bottom), (left, right)) zero rows/columns added around an h×w image."""
+        return pad_amounts(self.padding, (h, w), self.kernel_size, self.strides, self.dilation)
 
     # ------------------------------------------------------------------ building and shapes
     def _build(self, input_shape, rng):
@@ -126,7 +112,7 @@ class Conv2D(Layer):
     def _spatial_out(self, h: int, w: int) -> tuple[int, int]:
         out = []
         for size, (before, after), k, s, d in zip(
-            (h, w), self._pads, self.kernel_size, self.strides, self.dilation, strict=True
+            (h, w), self._pads(h, w), self.kernel_size, self.strides, self.dilation, strict=True
         ):
             out.append((size + before + after - d * (k - 1) - 1) // s + 1)
         return tuple(out)
@@ -157,7 +143,7 @@ class Conv2D(Layer):
                 f"got input of shape {received}{note}"
             )
         h, w = shape[-2:]
-        (top, bottom), (left, right) = self._pads
+        (top, bottom), (left, right) = self._pads(h, w)
         span = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True))
         padded = (h + top + bottom, w + left + right)
         if padded[0] < span[0] or padded[1] < span[1]:
@@ -202,8 +188,8 @@ class Conv2D(Layer):
         pixel, and the kw taps of a kernel row, next to each other in memory, so that copy (and
         the sums in col2im) move runs of kw·C values rather than runs of W′ values.
         """
-        (top, bottom), (left, right) = self._pads
         n, c, h, w = x.shape
+        (top, bottom), (left, right) = self._pads(h, w)
         xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
         xp[:, top:top + h, left:left + w] = x.transpose(0, 2, 3, 1)
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
@@ -228,10 +214,10 @@ class Conv2D(Layer):
         if not need_input_grad:
             return None
         grad_cols = np.matmul(GT.T, self._kernel_matrix().T)
-        grad_x = self._col2im(grad_cols, padded_shape, (n, h_out, w_out))
+        grad_x = self._col2im(grad_cols, padded_shape, (n, h_out, w_out), x_shape[-2:])
         return grad_x.reshape(x_shape)
 
-    def _col2im(self, grad_cols, padded_shape, out_shape):
+    def _col2im(self, grad_cols, padded_shape, out_shape, image_size):
         """dL/dx (N, C, H, W) from dL/dX_col: the adjoint of ``_im2col``, padding cropped.
 
         The loop runs over the kh·kw kernel taps only (at most 25 for a 5×5 kernel): tap (u, v)
@@ -250,7 +236,7 @@ class Conv2D(Layer):
             for v in range(kw):
                 columns = slice(dw * v, dw * v + sw * (w_out - 1) + 1, sw)
                 grad_xp[:, rows, columns] += grad[:, :, :, u, v]
-        (top, bottom), (left, right) = self._pads
+        (top, bottom), (left, right) = self._pads(*image_size)
         grad_x = grad_xp[:, top:hp - bottom, left:wp - right].transpose(0, 3, 1, 2)
         return np.ascontiguousarray(grad_x)
 

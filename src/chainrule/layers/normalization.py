@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..parameter import Parameter
@@ -41,6 +43,10 @@ class BatchNorm(Layer):
     ``Layer.buffers``). Channels are on axis 1 (NCHW, as PyTorch): a rank-3 (N, T, D) input is
     refused rather than guessed at.
 
+    One sample per batch is enough for images with H·W > 1, but not for (N, C) input (nor
+    H·W = 1), whose channels then hold one value each: :meth:`min_training_batch` says which,
+    and ``Sequential.fit`` reads it before the first step.
+
     Cache (training only): x̂ and 1/σ.
 
     Args:
@@ -77,6 +83,18 @@ class BatchNorm(Layer):
         self._params = [self.gamma, self.beta]
         self.running_mean = np.zeros(channels, dtype=self.dtype)
         self.running_var = np.ones(channels, dtype=self.dtype)
+
+    def min_training_batch(self) -> int:
+        """The fewest samples a training batch needs: 2 when one sample gives a channel a single
+        value ((N, C) input, or (N, C, 1, 1)), 1 for images with H·W > 1; 2 before build, when
+        the input is not known yet. Inference takes any batch.
+
+        ``Sequential.fit`` asks every layer that has this method (layers without it take any
+        batch): it refuses a smaller ``batch_size`` and leaves out a smaller last batch.
+        """
+        if self.input_shape is None or math.prod(self.input_shape[1:]) == 1:
+            return 2
+        return 1
 
     def buffers(self):
         if not self.built:

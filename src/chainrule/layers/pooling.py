@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .arguments import flat_image_hint, int_pair, padding_arg, received_shape
+from .arguments import flat_image_hint, int_pair, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
 
@@ -19,10 +19,11 @@ class _Pool2D(Layer):
 
         H′ = ⌊(H + p_top + p_bottom − kh) / sh⌋ + 1        (W′ likewise)
 
-    Padding: "valid" adds nothing. "same" follows Keras/TensorFlow: H′ = ⌈H / sh⌉, padded by
-    max((H′ − 1)·sh + kh − H, 0) rows in total, the odd one at the bottom (columns likewise,
-    the odd one on the right). An int p or a pair (ph, pw) adds p rows/columns on both sides;
-    like PyTorch it must be at most half the pool size, so every window holds a real pixel.
+    Padding: "valid" adds nothing. "same" follows Keras/TensorFlow, as Conv2D does
+    (``arguments.pad_amounts``): H′ = ⌈H / sh⌉, padded by max((H′ − 1)·sh + kh − H, 0) rows in
+    total, the odd one at the bottom (columns likewise, the odd one on the right). An int p or
+    a pair (ph, pw) adds p rows/columns on both sides; like PyTorch it must be at most half
+    the pool size, so every window holds a real pixel.
     """
 
     #: what the padding holds: −∞ for max (never the maximum), 0 for average.
@@ -46,16 +47,7 @@ class _Pool2D(Layer):
     # ------------------------------------------------------------------ geometry
     def _pads(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """((top, bottom), (left, right)) rows/columns of padding for an h×w image."""
-        if self.padding == "valid":
-            return (0, 0), (0, 0)
-        if self.padding == "same":
-            pads = []
-            for size, k, s in zip((h, w), self.pool_size, self.strides, strict=True):
-                total = max((-(-size // s) - 1) * s + k - size, 0)
-                pads.append((total // 2, total - total // 2))
-            return tuple(pads)
-        ph, pw = self.padding
-        return (ph, ph), (pw, pw)
+        return pad_amounts(self.padding, (h, w), self.pool_size, self.strides)
 
     def _spatial_out(self, h: int, w: int) -> tuple[int, int]:
         (top, bottom), (left, right) = self._pads(h, w)
