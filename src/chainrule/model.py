@@ -258,13 +258,12 @@ class Sequential:
         """(k, layer): the fewest samples a training batch needs and the layer that needs them
         ((1, None) when any batch trains).
 
-        A layer says so through a ``min_training_batch()`` method (BatchNorm: 2 on (N, C)
-        input, whose channels hold one value per sample); layers without it take any batch.
+        Each layer says so through ``Layer.min_training_batch()`` (BatchNorm: 2 on (N, C)
+        input, whose channels hold one value per sample).
         """
         fewest, needy = 1, None
         for layer in self.layers:
-            need = getattr(layer, "min_training_batch", None)
-            k = 1 if need is None else int(need())
+            k = int(layer.min_training_batch())
             if k > fewest:
                 fewest, needy = k, layer
         return fewest, needy

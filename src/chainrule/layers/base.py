@@ -87,6 +87,14 @@ class Layer:
         """Per-sample output shape for a per-sample input shape (same shape by default)."""
         return tuple(input_shape)
 
+    def min_training_batch(self) -> int:
+        """The fewest samples a training batch needs (1: any batch).
+
+        ``Sequential.fit`` refuses a smaller ``batch_size`` and leaves out a smaller last
+        batch before training starts. BatchNorm on (N, C) input needs 2.
+        """
+        return 1
+
     def _check_sample_shape(self, shape: tuple[int, ...], batch: int | None = None) -> None:
         """Raise ValueError if one sample of this shape cannot go through the layer.
 

@@ -89,8 +89,8 @@ class BatchNorm(Layer):
         value ((N, C) input, or (N, C, 1, 1)), 1 for images with H·W > 1; 2 before build, when
         the input is not known yet. Inference takes any batch.
 
-        ``Sequential.fit`` asks every layer that has this method (layers without it take any
-        batch): it refuses a smaller ``batch_size`` and leaves out a smaller last batch.
+        ``Sequential.fit`` asks every layer (see ``Layer.min_training_batch``): it refuses a
+        smaller ``batch_size`` and leaves out a smaller last batch.
         """
         if self.input_shape is None or math.prod(self.input_shape[1:]) == 1:
             return 2
