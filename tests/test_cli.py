@@ -174,7 +174,7 @@ def test_train_without_quiet_prints_the_report_and_trains_the_same_model(trained
 def tiny_idx_dataset(folder: Path, n_train: int = 40, n_test: int = 10) -> Path:
     """The four IDX files of a random 28×28 dataset with ten classes, written to ``folder``."""
     rng = np.random.default_rng(0)
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for split, n in (("train", n_train), ("t10k", n_test)):
         write_idx(folder / f"{split}-images-idx3-ubyte",
                   rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
@@ -211,6 +211,23 @@ def test_train_batch_size_one_is_refused_before_a_run_folder_is_written(tmp_path
         "which needs at least 2 samples per training batch on input of shape (N, 256); use "
         "batch_size=2 or more\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_relative_data_folders_are_resolved_where_they_were_typed(tmp_path):
+    """``CHAINRULE_DATA=rel`` and ``--dataset rel`` mean folders under the directory the user
+    stands in, and config.json names them absolutely, so a resume from anywhere finds them."""
+    tiny_idx_dataset(tmp_path / "data" / "tiny")
+    env = {**os.environ, "CHAINRULE_DATA": "data"}
+    result = run_cli("train", "--model", "softmax", "--epochs", "1", "--dataset", "data/tiny",
+                     "--out", "run", "--no-report", "--quiet", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset"] == str(tmp_path / "data" / "tiny")
+    probe = ("import os, chainrule.data; os.chdir('/'); "
+             "print(os.environ['CHAINRULE_DATA'])")
+    printed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert printed == str(tmp_path / "data")
 
 
 # ---------------------------------------------------------------------- evaluate / predict

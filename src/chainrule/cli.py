@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -484,10 +485,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _absolute_paths(args) -> None:
+    """Make the folders a user typed relative to where they stand absolute, once, first:
+    ``$CHAINRULE_DATA``, ``--data-dir`` and a ``--dataset`` folder (a run's config.json then
+    names them wherever it is resumed from)."""
+    from .data import is_known_dataset, resolve_data_env
+
+    resolve_data_env()
+    if getattr(args, "data_dir", None) is not None:
+        args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and not is_known_dataset(dataset):
+        args.dataset = os.path.abspath(os.path.expanduser(dataset))
+
+
 def main(argv=None) -> int:
     """Entry point of ``chainrule`` and ``python -m chainrule``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _absolute_paths(args)
     try:
         return args.func(args)
     except (CLIError, OSError, ValueError, TypeError, ImportError, FloatingPointError,

@@ -1,6 +1,7 @@
 """Data: IDX files, dataset lookup and download, toy datasets, preprocessing."""
 
 from .datasets import (
+    DATA_ENV,
     DATASETS,
     DatasetInfo,
     DatasetNotFoundError,
@@ -8,8 +9,10 @@ from .datasets import (
     dataset_files,
     download,
     find_dataset,
+    is_known_dataset,
     load_idx_dataset,
     load_mnist,
+    resolve_data_env,
     search_paths,
 )
 from .idx import IDXError, read_idx, read_idx_images, read_idx_labels, write_idx
@@ -17,6 +20,7 @@ from .preprocess import MinMaxScaler, StandardScaler, one_hot, preprocess_digit,
 from .toy import make_blobs, make_spirals, make_xor
 
 __all__ = [
+    "DATA_ENV",
     "DATASETS",
     "DatasetInfo",
     "DatasetNotFoundError",
@@ -27,6 +31,7 @@ __all__ = [
     "dataset_files",
     "download",
     "find_dataset",
+    "is_known_dataset",
     "load_idx_dataset",
     "load_mnist",
     "make_blobs",
@@ -37,6 +42,7 @@ __all__ = [
     "read_idx",
     "read_idx_images",
     "read_idx_labels",
+    "resolve_data_env",
     "search_paths",
     "train_test_split",
     "write_idx",

@@ -36,6 +36,7 @@ import numpy as np
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = [
+    "DATA_ENV",
     "DATASETS",
     "DatasetInfo",
     "DatasetNotFoundError",
@@ -43,8 +44,10 @@ __all__ = [
     "dataset_files",
     "download",
     "find_dataset",
+    "is_known_dataset",
     "load_idx_dataset",
     "load_mnist",
+    "resolve_data_env",
     "search_paths",
 ]
 
@@ -60,6 +63,28 @@ STANDARD_FILES: Mapping[str, str] = {
 }
 
 _USER_AGENT = "chainrule-dataset-downloader (Python urllib)"
+
+
+def resolve_data_env() -> str | None:
+    """Make a relative ``$CHAINRULE_DATA`` absolute, against the current working directory.
+
+    Called once when this module is imported (and by the ``chainrule`` command before it does
+    anything else), so that the folder a user named relative to where they started keeps
+    meaning that folder: for code that changes directory later, and for every subprocess,
+    which inherits the absolute path.
+
+    Returns:
+        The (now absolute) value, or None when the variable is unset or empty.
+    """
+    value = os.environ.get(DATA_ENV, "")
+    if not value:
+        return None
+    resolved = os.path.abspath(os.path.expanduser(value))
+    os.environ[DATA_ENV] = resolved
+    return resolved
+
+
+resolve_data_env()
 
 
 @dataclass(frozen=True)
@@ -424,7 +449,8 @@ def find_dataset(
     return next(iter(files.values())).parent
 
 
-def _is_known_name(name_or_dir) -> bool:
+def is_known_dataset(name_or_dir) -> bool:
+    """True for the name of a dataset in the registry ('mnist', 'Fashion_MNIST', …)."""
     return isinstance(name_or_dir, str) and _normalize_name(name_or_dir) in DATASETS
 
 
@@ -451,7 +477,7 @@ def dataset_files(
     Raises:
         DatasetNotFoundError: as `find_dataset`, or the directory lacks some of the files.
     """
-    if not _is_known_name(name_or_dir) and (
+    if not is_known_dataset(name_or_dir) and (
         isinstance(name_or_dir, os.PathLike)
         or any(sep in str(name_or_dir) for sep in (os.sep, os.altsep) if sep)
         or Path(name_or_dir).expanduser().is_dir()
