@@ -19,6 +19,7 @@ from .callbacks import (  # noqa: E402
     History,
     ModelCheckpoint,
 )
+from .explain import BackwardReport, explain_backward  # noqa: E402
 from .gradcheck import GradcheckReport, gradcheck  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .parameter import Parameter  # noqa: E402
@@ -31,6 +32,8 @@ __all__ = [
     "load_model",
     "gradcheck",
     "GradcheckReport",
+    "explain_backward",
+    "BackwardReport",
     "Callback",
     "History",
     "EarlyStopping",

@@ -229,15 +229,8 @@ def _rngs(layers):
                                                         np.random.Generator)]
 
 
-def _unbuilt_twin(layer: Layer) -> Layer:
-    """A new, unbuilt layer of the same class and settings (never looked up by name)."""
-    twin = type(layer).from_config({**layer.get_config(), "input_shape": None})
-    twin.name = layer.name
-    return twin
-
-
 def _clone_layer(layer: Layer, x, rng) -> Layer:
-    clone = _unbuilt_twin(layer)
+    clone = layer.twin()
     shape = layer.input_shape if layer.built else np.asarray(x).shape[1:]
     clone.build(shape, rng=rng, dtype=np.float64)
     if layer.built:
@@ -291,14 +284,12 @@ def _check_model(model, x, y, *, rng, **opts):
     if model.loss is None:
         raise ValueError("gradcheck(model, x, y) needs a compiled model (it uses model.loss)")
     x64 = _float64(x)
-    clone = Sequential([_unbuilt_twin(layer) for layer in model.layers], dtype="float64",
-                       seed=model.seed, name=model.name)
-    clone.build(model.input_shape if model.built else x64.shape[1:], seed=model.seed)
     if model.built:
-        clone.set_weights(model.get_weights())
-        for src, dst in zip(model.layers, clone.layers, strict=True):
-            if isinstance(getattr(src, "rng", None), np.random.Generator):
-                dst.rng.bit_generator.state = src.rng.bit_generator.state
+        clone = model.copy(dtype="float64")
+    else:
+        clone = Sequential([layer.twin() for layer in model.layers], dtype="float64",
+                           seed=model.seed, name=model.name)
+        clone.build(x64.shape[1:])
     loss = type(model.loss)(**model.loss.get_config())
     y = _float64(y)
     gens = _rngs(clone.layers)

@@ -519,6 +519,26 @@ class Sequential:
             print_fn(text)
         return text
 
+    def copy(self, dtype=None) -> Sequential:
+        """An independent copy: every layer rebuilt through its own class, with this model's
+        weights, buffers (BatchNorm's running statistics) and random states, in ``dtype``
+        (default: this model's). Nothing is shared; the copy is not compiled.
+
+        Raises:
+            ValueError: if the model is not built.
+        """
+        if not self.built:
+            raise ValueError("copy: the model is not built yet (no weights); fit or build it")
+        clone = Sequential([layer.twin() for layer in self.layers],
+                           dtype=self.dtype if dtype is None else dtype, seed=self.seed,
+                           name=self.name)
+        clone.build(self.input_shape)
+        clone.set_weights(self.get_weights())
+        for src, dst in zip(self.layers, clone.layers, strict=True):
+            if isinstance(getattr(src, "rng", None), np.random.Generator):
+                dst.rng.bit_generator.state = src.rng.bit_generator.state
+        return clone
+
     def get_config(self) -> dict:
         """JSON-able description of the architecture (not the weights)."""
         return {

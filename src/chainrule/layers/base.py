@@ -248,6 +248,12 @@ class Layer:
     def from_config(cls, config: dict) -> Layer:
         return cls(**config)
 
+    def twin(self) -> Layer:
+        """A new, unbuilt layer of this layer's own class, settings and name (no weights)."""
+        twin = type(self).from_config({**self.get_config(), "input_shape": None})
+        twin.name = self.name
+        return twin
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args}{', ' if args else ''}name={self.name!r})"
