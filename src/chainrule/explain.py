@@ -167,18 +167,11 @@ def explain_backward(model, x, y) -> BackwardReport:
     Raises:
         ValueError: if the model is not compiled (the walk starts at its loss).
     """
-    from .model import Sequential
-
     if model.loss is None:
         raise ValueError("explain_backward needs a compiled model (the walk starts at its loss)")
     x = np.asarray(x)
     x64 = x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x
-    if model.built:
-        copy = model.copy(dtype="float64")
-    else:
-        copy = Sequential([layer.twin() for layer in model.layers], dtype="float64",
-                          seed=model.seed, name=model.name)
-        copy.build(x64.shape[1:])
+    copy = model.copy(dtype="float64", input_shape=x64.shape[1:])
     loss = type(model.loss)(**model.loss.get_config())
     y = np.asarray(y)
     target = y.astype(np.float64) if np.issubdtype(y.dtype, np.floating) else y

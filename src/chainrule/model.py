@@ -519,20 +519,28 @@ class Sequential:
             print_fn(text)
         return text
 
-    def copy(self, dtype=None) -> Sequential:
+    def copy(self, dtype=None, input_shape=None) -> Sequential:
         """An independent copy: every layer rebuilt through its own class, with this model's
         weights, buffers (BatchNorm's running statistics) and random states, in ``dtype``
         (default: this model's). Nothing is shared; the copy is not compiled.
 
+        Args:
+            dtype: the copy's dtype.
+            input_shape: for a model that is not built yet: the copy is built for it, with
+                weights drawn from the model's seed (the model itself stays unbuilt).
+
         Raises:
-            ValueError: if the model is not built.
+            ValueError: for an unbuilt model without ``input_shape``.
         """
-        if not self.built:
-            raise ValueError("copy: the model is not built yet (no weights); fit or build it")
+        if not self.built and input_shape is None:
+            raise ValueError("copy: the model is not built yet (no weights); fit or build it, "
+                             "or pass input_shape")
         clone = Sequential([layer.twin() for layer in self.layers],
                            dtype=self.dtype if dtype is None else dtype, seed=self.seed,
                            name=self.name)
-        clone.build(self.input_shape)
+        clone.build(self.input_shape if self.built else input_shape)
+        if not self.built:
+            return clone
         clone.set_weights(self.get_weights())
         for src, dst in zip(self.layers, clone.layers, strict=True):
             if isinstance(getattr(src, "rng", None), np.random.Generator):
