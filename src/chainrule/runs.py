@@ -119,7 +119,7 @@ def read_json(path) -> object:
         raise ValueError(f"{path} is not JSON: it is not even UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ValueError(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
 
 
