@@ -554,6 +554,20 @@ def test_predict_says_no_ink_found_on_blank_pictures(finished, tmp_path):
     assert [r["empty"] for r in json.loads(result.stdout)] == [True, True, True, False]
 
 
+def test_running_out_of_memory_is_one_line(tmp_path, tiny, monkeypatch, capsys):
+    """Far beyond --hidden's bound, model size is the machine's limit: no traceback either."""
+    def too_big(**kwargs):
+        raise MemoryError("Unable to allocate 292. GiB for an array with shape (784, 100000000)")
+
+    monkeypatch.setattr(cli.models, "mlp", too_big)
+    status = cli.main(["train", *TINY_MLP, "--dataset", str(tiny), "--out", str(tmp_path / "r")])
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "chainrule train: error: out of memory: Unable to allocate 292. GiB for an array with "
+        "shape (784, 100000000)\n")
+    assert not (tmp_path / "r").exists()
+
+
 def test_evaluate_reports_accuracy_for_a_model_saved_without_metrics(finished, tmp_path, tiny):
     """It was a KeyError traceback: the accuracy came only from the compiled metrics."""
     model = load_model(finished / "model.npz")

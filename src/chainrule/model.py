@@ -20,7 +20,7 @@ from .parameter import Parameter
 # DIVERGENCE_STEPS consecutive steps (or a whole shorter epoch). The reference is the larger of
 # the first step's loss and the loss of a uniform guess (log C for cross-entropy): in a first
 # epoch on MNIST no batch loss of the softmax, mlp or cnn preset (Adam or SGD) rose above it,
-# while `chainrule train --lr 1e6` reaches 1e20.
+# while at `chainrule train --lr 1e6` the mlp's and cnn's pass 1e12 within ten steps.
 DIVERGENCE_FACTOR = 100.0
 DIVERGENCE_STEPS = 10
 
