@@ -189,8 +189,8 @@ class _RunCheckpoint(Callback):
         history = self.merged()
         self.model.save(self.run_dir / CHECKPOINT,
                         metadata={"completed_epochs": epoch + 1, "history": history})
-        _write_json(self.run_dir / "history.json", history)
-        _write_history_csv(self.run_dir / "history.csv", history)
+        _write_json(self.run_dir / runs.HISTORY_JSON, history)
+        _write_history_csv(self.run_dir / runs.HISTORY_CSV, history)
 
 
 def _new_config(args, run_dir: Path) -> dict:
@@ -241,7 +241,7 @@ def _resume_config(run_dir: Path) -> dict:
 
 
 def _build_model(config: dict, input_shape, num_classes: int) -> Sequential:
-    """The (built, uncompiled-for-the-run) preset that ``config`` describes."""
+    """The built preset that ``config`` describes (cmd_train compiles it for the run)."""
     common = dict(num_classes=num_classes, input_shape=input_shape, seed=config["seed"])
     if config["model"] == "softmax":
         return models.softmax_regression(**common)
