@@ -250,65 +250,12 @@ def _build_model(config: dict, input_shape, num_classes: int) -> Sequential:
     return models.mlp(hidden=config["hidden"], dropout=config["dropout"], **common)
 
 
-def _differences(have, want, prefix: str = "") -> list[str]:
-    """'key=A vs B' for every (nested) entry where two JSON-like configs differ."""
-    if isinstance(have, dict) and isinstance(want, dict):
-        out = []
-        for key in sorted(set(have) | set(want)):
-            out += _differences(have.get(key), want.get(key), f"{prefix}{key}.")
-        return out
-    return [] if have == want else [f"{prefix[:-1]}={have!r} vs {want!r}"]
-
-
-def _layer_difference(have: list, want: list) -> str | None:
-    """Where two architectures (lists of layer specs) first differ, in words; None if equal."""
-    if len(have) != len(want):
-        return f"{len(have)} layers in the checkpoint, {len(want)} from the settings"
-    for i, (a, b) in enumerate(zip(have, want, strict=True), start=1):
-        if a["class_name"] != b["class_name"]:
-            return (f"layer {i} is {a['class_name']} in the checkpoint, {b['class_name']} from "
-                    "the settings")
-        diffs = _differences(a["config"], b["config"])
-        if diffs:
-            return f"layer {i} ({a['class_name']}) has {', '.join(diffs)} (checkpoint vs settings)"
-    return None
-
-
 def _resume_checkpoint(run_dir: Path, config: dict, expected: Sequential):
     """(model, completed epochs, history so far) from the run's checkpoint, once it is shown to
     hold the model and optimizer that config.json builds (``expected``)."""
-    path, config_path = run_dir / CHECKPOINT, run_dir / CONFIG
-    model = load_model(path)
-    mismatch = (f"{path} does not match the run {config_path} describes: {{}}; was one of them "
-                "replaced or edited? Resume a run with its own files, or start a new one with "
-                "another --out")
-    have, want = model.get_config(), expected.get_config()
-    if tuple(have["input_shape"] or ()) != tuple(want["input_shape"]):
-        raise CLIError(mismatch.format(
-            f"it was trained on samples of shape {tuple(have['input_shape'] or ())}, the "
-            f"dataset holds {tuple(want['input_shape'])}"))
-    difference = _layer_difference(have["layers"], want["layers"])
-    if difference is None and have["dtype"] != want["dtype"]:
-        difference = f"dtype {have['dtype']} in the checkpoint, {want['dtype']} from the settings"
-    if difference is not None:
-        raise CLIError(mismatch.format(difference))
-    if model.optimizer is None:
-        raise CLIError(f"{path} holds no optimizer state to continue training with")
-    ours, theirs = model.optimizer, expected.optimizer
-    if type(ours) is not type(theirs):
-        raise CLIError(mismatch.format(
-            f"its optimizer is {type(ours).__name__}, the settings give {type(theirs).__name__}"))
-    diffs = _differences(ours.get_config(), theirs.get_config())
-    if diffs:
-        raise CLIError(mismatch.format(
-            f"its {type(ours).__name__} has {', '.join(diffs)} (checkpoint vs settings)"))
-    done = model.metadata.get("completed_epochs")
-    if not runs.is_positive_int(done) or done > config["epochs"]:
-        raise CLIError(
-            f"{path}: completed_epochs must be an integer in 1 … {config['epochs']} (the run's "
-            f"epochs), got {done!r}"
-        )
-    history = runs.check_history(model.metadata.get("history", {}), path, epochs=done)
+    model = load_model(run_dir / CHECKPOINT)
+    done, history = runs.check_checkpoint(model, expected, run_dir / CHECKPOINT,
+                                          run_dir / CONFIG, config["epochs"])
     return model, done, history
 
 

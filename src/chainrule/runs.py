@@ -7,7 +7,7 @@ temporary ``.NAME.<8 hex>.tmp`` next to it that a killed process can leave behin
 
 The settings' checks are written once here: ``chainrule train`` turns them into its option
 types and applies them to config.json when it resumes a run, ``chainrule report`` to the run
-it reads.
+it reads; and a checkpoint is resumed only once it is shown to hold the run's model.
 """
 
 from __future__ import annotations
@@ -198,6 +198,71 @@ def check_manifest(manifest, path) -> dict:
         if name in manifest and not check(manifest[name]):
             raise ValueError(f"{path}: {name!r} must be {what}")
     return manifest
+
+
+def _differences(have, want, prefix: str = "") -> list[str]:
+    """'key=A vs B' for every (nested) entry where two JSON-like configs differ."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        out = []
+        for key in sorted(set(have) | set(want)):
+            out += _differences(have.get(key), want.get(key), f"{prefix}{key}.")
+        return out
+    return [] if have == want else [f"{prefix[:-1]}={have!r} vs {want!r}"]
+
+
+def _layer_difference(have: list, want: list) -> str | None:
+    """Where two architectures (lists of layer specs) first differ, in words; None if equal."""
+    if len(have) != len(want):
+        return f"{len(have)} layers in the checkpoint, {len(want)} from the settings"
+    for i, (a, b) in enumerate(zip(have, want, strict=True), start=1):
+        if a["class_name"] != b["class_name"]:
+            return (f"layer {i} is {a['class_name']} in the checkpoint, {b['class_name']} from "
+                    "the settings")
+        diffs = _differences(a["config"], b["config"])
+        if diffs:
+            return f"layer {i} ({a['class_name']}) has {', '.join(diffs)} (checkpoint vs settings)"
+    return None
+
+
+def check_checkpoint(model, expected, path, config_path, epochs: int) -> tuple[int, dict]:
+    """(completed epochs, history so far) of a checkpoint ``model`` loaded from ``path``, once
+    it is shown to hold what the run's settings build: ``expected``, the same preset built and
+    compiled from ``config_path`` (architecture, input shape, dtype, optimizer and schedule).
+
+    Raises:
+        ValueError: naming both files and the first difference, or the checkpoint's broken
+            metadata (completed_epochs outside 1 … ``epochs``, a history of another length).
+    """
+    mismatch = (f"{path} does not match the run {config_path} describes: {{}}; was one of them "
+                "replaced or edited? Resume a run with its own files, or start a new one with "
+                "another --out")
+    have, want = model.get_config(), expected.get_config()
+    if tuple(have["input_shape"] or ()) != tuple(want["input_shape"]):
+        raise ValueError(mismatch.format(
+            f"it was trained on samples of shape {tuple(have['input_shape'] or ())}, the "
+            f"dataset holds {tuple(want['input_shape'])}"))
+    difference = _layer_difference(have["layers"], want["layers"])
+    if difference is None and have["dtype"] != want["dtype"]:
+        difference = f"dtype {have['dtype']} in the checkpoint, {want['dtype']} from the settings"
+    if difference is not None:
+        raise ValueError(mismatch.format(difference))
+    if model.optimizer is None:
+        raise ValueError(f"{path} holds no optimizer state to continue training with")
+    ours, theirs = model.optimizer, expected.optimizer
+    if type(ours) is not type(theirs):
+        raise ValueError(mismatch.format(
+            f"its optimizer is {type(ours).__name__}, the settings give {type(theirs).__name__}"))
+    diffs = _differences(ours.get_config(), theirs.get_config())
+    if diffs:
+        raise ValueError(mismatch.format(
+            f"its {type(ours).__name__} has {', '.join(diffs)} (checkpoint vs settings)"))
+    done = model.metadata.get("completed_epochs")
+    if not is_positive_int(done) or done > epochs:
+        raise ValueError(
+            f"{path}: completed_epochs must be an integer in 1 … {epochs} (the run's epochs), "
+            f"got {done!r}"
+        )
+    return done, check_history(model.metadata.get("history", {}), path, epochs=done)
 
 
 # ---------------------------------------------------------------------- tidying
