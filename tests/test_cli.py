@@ -6,7 +6,6 @@ for ``train --resume`` call ``chainrule.cli.main`` in-process. One softmax model
 per module, serves evaluate, predict and the error paths.
 """
 
-import hashlib
 import json
 import os
 import platform
@@ -21,13 +20,11 @@ from PIL import Image
 
 import chainrule
 from chainrule import cli, functional, load_model
-from chainrule.data import load_mnist, preprocess_digit, write_idx
+from chainrule.data import load_mnist, preprocess_digit
 from chainrule.data.datasets import SYSTEM_DATA_ROOT
 from chainrule.layers.activations import ReLU
+from cli_helpers import DATA_ROOT, assert_one_line_error, run_cli, sha256, tiny_idx_dataset
 
-DATA_ROOT = Path(
-    os.environ.get("CHAINRULE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
 MNIST = DATA_ROOT / "mnist"
 DATA_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -37,20 +34,6 @@ DATA_FILES = {
 }
 RUN_FILES = ("config.json", "history.csv", "history.json", "manifest.json", "model.npz",
              "report.html")
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def run_cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
-    """``python -m chainrule ARGS`` in ``cwd``; by default with $CHAINRULE_DATA set to the data."""
-    if env is None:
-        env = {**os.environ, "CHAINRULE_DATA": str(DATA_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "chainrule", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
 
 
 def class_supports(report: str) -> dict[int, int]:
@@ -171,18 +154,6 @@ def test_train_without_quiet_prints_the_report_and_trains_the_same_model(trained
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
-def tiny_idx_dataset(folder: Path, n_train: int = 40, n_test: int = 10) -> Path:
-    """The four IDX files of a random 28×28 dataset with ten classes, written to ``folder``."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{split}-images-idx3-ubyte",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        labels = np.arange(n, dtype=np.uint8) % 10
-        write_idx(folder / f"{split}-labels-idx1-ubyte", labels)
-    return folder
-
-
 def test_train_cnn_with_a_last_batch_of_one_sample_completes(tmp_path):
     """40 images: 37 train after the 1/12 validation split, 37 = 12·3 + 1. The cnn's
     BatchNorm after its Dense cannot train on one sample: that batch is left out, said once."""
@@ -276,8 +247,9 @@ def test_predict_json_gives_one_object_per_image_in_order(trained, digits):
     assert isinstance(answer, list) and len(answer) == 2
     for obj, png, label in zip(answer, (second, first), (second_label, first_label),
                                strict=True):
-        assert set(obj) == {"file", "class", "probabilities", "top3"}
+        assert set(obj) == {"file", "class", "probabilities", "top3", "empty"}
         assert obj["file"] == str(png)
+        assert obj["empty"] is False
         assert obj["class"] == label
         probs = np.array(obj["probabilities"])
         assert probs.shape == (10,) and all(isinstance(p, float) for p in obj["probabilities"])
@@ -386,6 +358,7 @@ def test_interrupt_before_the_first_checkpoint_does_not_offer_resume(tmp_path, m
     assert not (tmp_path / "r" / "checkpoint.npz").exists()
     assert "--resume" not in err and "checkpoint after epoch" not in err, err
     assert "no checkpoint" in err
+    assert not (tmp_path / "r").exists(), "the interrupted new run left its folder behind"
     # The advice given (run the same command again) works.
     assert cli.main(argv) == 0
     assert (tmp_path / "r" / "model.npz").is_file()
@@ -443,21 +416,11 @@ ERROR_CASES = {
                                "--data-dir", _empty_dir(t)], "empty"),
     "train-existing-run": (
         "train", lambda t, m: ["train", "--model", "softmax", "--quiet", "--out", m.parent],
-        "--resume"),
+        "already holds a finished run"),
     "train-resume-without-checkpoint": (
         "train", lambda t, m: ["train", "--resume", "--quiet", "--out", _empty_dir(t)],
         "checkpoint.npz"),
 }
-
-
-def assert_one_line_error(result, command):
-    assert result.returncode == 1, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"chainrule {command}: error: "), lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 @pytest.mark.parametrize("case", ERROR_CASES)

@@ -620,3 +620,42 @@ def test_diverging_training_raises_floating_point_error(head):
                        match=r"the loss became (nan|inf) at epoch 1, step \d of 4\. Try a "
                              r"lower learning rate \(it was 1e\+06\)"):
         model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+
+
+def test_finite_divergence_raises_floating_point_error():
+    """The loss of raw-pixel inputs under a huge rate grows without overflowing (log-softmax
+    stays finite): caught once it stays 100× above the first step's loss."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = cr.Sequential([Dense(3, input_shape=(20,))], seed=0)
+    model.compile(optimizers.SGD(lr=10.0), SCE(from_logits=True))
+    with pytest.raises(FloatingPointError,
+                       match=r"training diverged: the loss stayed above \S+ \(100 × .*\) for 4 "
+                             r"consecutive steps and reached \S+ at epoch \d, step \d of 4\. Try "
+                             r"a lower learning rate \(it was 10\)"):
+        model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+
+
+def test_noisy_but_converging_training_is_not_mistaken_for_divergence():
+    """Batches of 2 with a momentum-SGD rate high enough that the batch losses jump around."""
+    x, y = blobs(n=120)
+    history = classifier(optimizer=optimizers.SGD(lr=0.2, momentum=0.9)).fit(
+        x, y, epochs=20, batch_size=2, verbose=0)
+    assert len(history.history["loss"]) == 20
+
+
+@pytest.mark.parametrize("epochs, initial_epoch", [(-3, 0), (0, 0), (2, 2), (1.5, 0),
+                                                   (True, 0), ("3", 0)])
+def test_fit_refuses_epochs_that_run_no_epoch(epochs, initial_epoch):
+    x, y = blobs(n=12)
+    with pytest.raises(ValueError, match=r"fit: epochs must be an integer of at least "
+                                         rf"initial_epoch \+ 1 = {initial_epoch + 1}"):
+        classifier().fit(x, y, epochs=epochs, initial_epoch=initial_epoch, verbose=0)
+
+
+@pytest.mark.parametrize("initial_epoch", [-1, 0.5])
+def test_fit_refuses_a_negative_or_fractional_initial_epoch(initial_epoch):
+    x, y = blobs(n=12)
+    with pytest.raises(ValueError, match=r"fit: initial_epoch must be a non-negative integer"):
+        classifier().fit(x, y, epochs=3, initial_epoch=initial_epoch, verbose=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, functional, layers, losses, models, optimizers, schedules
+from . import __version__, functional, layers, losses, models, optimizers, runs, schedules
 from .callbacks import Callback
 from .model import Sequential
+from .runs import CHECKPOINT, CONFIG, MODEL, REPORT
 from .serialization import atomic_write, load_model
 
-CHECKPOINT = "checkpoint.npz"
 DEFAULT_LR = {("softmax", "sgd"): 0.5, ("mlp", "sgd"): 0.1, ("cnn", "sgd"): 0.05,
               ("softmax", None): 1e-2, ("mlp", None): 2e-3, ("cnn", None): 1e-3}
 DEFAULT_EPOCHS = {"softmax": 10, "mlp": 15, "cnn": 10}
@@ -30,6 +31,57 @@ DEFAULT_DROPOUT = {"mlp": 0.2, "cnn": 0.3}
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
+
+
+# ---------------------------------------------------------------------- option types
+def _parsed(text: str, parse, check, what: str):
+    """``parse(text)`` if it passes ``check``; else the one-line argparse error
+    'argument --opt: must be WHAT, got TEXT'."""
+    try:
+        value = parse(text)
+    except (ValueError, OverflowError):
+        value = None
+    if value is None or not check(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    return _parsed(text, int, runs.is_positive_int, runs.POSITIVE_INT)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _parsed(text, int, runs.is_non_negative_int, runs.NON_NEGATIVE_INT)
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    return _parsed(text, float, runs.is_positive_number, runs.POSITIVE_NUMBER)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a float in [0, 1)."""
+    return _parsed(text, float, runs.is_fraction, runs.FRACTION)
+
+
+def hidden_sizes(text: str) -> list[int]:
+    """argparse type: comma-separated layer sizes, each in 1 … runs.MAX_HIDDEN."""
+    return _parsed(text, lambda t: [int(h) for h in t.split(",")], runs.is_hidden,
+                   f"comma-separated integer sizes in 1 … {runs.MAX_HIDDEN}")
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 1 … 65535."""
+    return _parsed(text, int, lambda v: 1 <= v <= 65535, "a port number in 1 … 65535")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, 'chainrule train: error: …' (usage: --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -112,6 +164,8 @@ def _report(model, x, y, out=print) -> dict:
     _ensure_compiled(model)
     result = model.evaluate(x, y, batch_size=1000)
     pred = np.argmax(_probabilities(model, x), axis=1)
+    # A model saved with compile(metrics=None) still gets its accuracy reported.
+    result.setdefault("accuracy", metrics.accuracy(y, pred))
     out(f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}")
     out(metrics.classification_report(y, pred))
     return {"result": result, "pred": pred}
@@ -135,136 +189,216 @@ class _RunCheckpoint(Callback):
         history = self.merged()
         self.model.save(self.run_dir / CHECKPOINT,
                         metadata={"completed_epochs": epoch + 1, "history": history})
-        _write_json(self.run_dir / "history.json", history)
-        _write_history_csv(self.run_dir / "history.csv", history)
+        _write_json(self.run_dir / runs.HISTORY_JSON, history)
+        _write_history_csv(self.run_dir / runs.HISTORY_CSV, history)
+
+
+def _new_config(args, run_dir: Path) -> dict:
+    """The settings of a new run from the command line (refusing a folder that holds a run)."""
+    if (run_dir / CHECKPOINT).exists():
+        raise CLIError(
+            f"{run_dir} holds an unfinished run ({CHECKPOINT}); pass --resume to continue it, "
+            "or choose another --out"
+        )
+    if (run_dir / MODEL).exists():
+        raise CLIError(f"{run_dir} already holds a finished run ({MODEL}); choose another --out")
+    optimizer = args.optimizer
+    lr = args.lr if args.lr is not None else DEFAULT_LR.get(
+        (args.model, "sgd" if optimizer == "sgd" else None), 1e-3)
+    return {
+        "model": args.model,
+        "dataset": args.dataset,
+        "data_dir": None if args.data_dir is None else str(args.data_dir),
+        "epochs": args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.model],
+        "batch_size": args.batch_size,
+        "optimizer": optimizer,
+        "lr": lr,
+        "schedule": args.schedule,
+        "seed": args.seed,
+        "validation_split": args.validation_split,
+        "hidden": list(args.hidden) if args.model == "mlp" else None,
+        "augment": args.augment if args.model == "cnn" else None,
+        "dropout": None if args.model == "softmax" else (
+            args.dropout if args.dropout is not None else DEFAULT_DROPOUT[args.model]),
+    }
+
+
+def _resume_config(run_dir: Path) -> dict:
+    """The settings of the run to continue in ``run_dir``, read and checked once."""
+    config_path, checkpoint = run_dir / CONFIG, run_dir / CHECKPOINT
+    if not checkpoint.is_file():
+        if (run_dir / MODEL).is_file():
+            raise CLIError(
+                f"--resume: the run in {run_dir} has finished ({MODEL} is saved, no "
+                f"{CHECKPOINT} is left); start a new run with another --out"
+            )
+        raise CLIError(f"--resume: {run_dir} holds no {CHECKPOINT} to resume from")
+    if not config_path.is_file():
+        raise CLIError(
+            f"--resume: {run_dir} has a {CHECKPOINT} but no {CONFIG} with the run's settings"
+        )
+    return runs.check_config(runs.read_json(config_path), config_path)
+
+
+def _build_model(config: dict, input_shape, num_classes: int) -> Sequential:
+    """The built preset that ``config`` describes (cmd_train compiles it for the run)."""
+    common = dict(num_classes=num_classes, input_shape=input_shape, seed=config["seed"])
+    if config["model"] == "softmax":
+        return models.softmax_regression(**common)
+    if config["model"] == "cnn":
+        return models.cnn(dropout=config["dropout"], augment=config["augment"], **common)
+    return models.mlp(hidden=config["hidden"], dropout=config["dropout"], **common)
+
+
+def _resume_checkpoint(run_dir: Path, config: dict, expected: Sequential):
+    """(model, completed epochs, history so far) from the run's checkpoint, once it is shown to
+    hold the model and optimizer that config.json builds (``expected``)."""
+    model = load_model(run_dir / CHECKPOINT)
+    done, history = runs.check_checkpoint(model, expected, run_dir / CHECKPOINT,
+                                          run_dir / CONFIG, config["epochs"])
+    return model, done, history
+
+
+def _discard_new_run(run_dir: Path, created: bool) -> None:
+    """Remove what a new run wrote before its first checkpoint (and its folder, if new)."""
+    for name in (CONFIG, runs.HISTORY_JSON, runs.HISTORY_CSV):
+        (run_dir / name).unlink(missing_ok=True)
+    runs.remove_stale_temporaries(run_dir)
+    if created:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
 
 
 def cmd_train(args) -> int:
+    if args.resume and args.out is None:
+        raise CLIError("--resume needs --out RUN, the folder of the run to continue")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.out) if args.out else Path("runs") / f"{args.model}-{stamp}"
-    config_path = run_dir / "config.json"
-    if args.resume:
-        if not config_path.is_file() or not (run_dir / CHECKPOINT).is_file():
-            raise CLIError(
-                f"--resume: {run_dir} has no config.json and {CHECKPOINT} to resume from"
-            )
-        config = json.loads(config_path.read_text())
-    else:
-        if (run_dir / CHECKPOINT).exists() or (run_dir / "model.npz").exists():
-            raise CLIError(
-                f"{run_dir} already holds a run; pass --resume to continue it or another --out"
-            )
-        optimizer = args.optimizer
-        lr = args.lr if args.lr is not None else DEFAULT_LR.get(
-            (args.model, "sgd" if optimizer == "sgd" else None), 1e-3)
-        config = {
-            "model": args.model,
-            "dataset": args.dataset,
-            "data_dir": None if args.data_dir is None else str(args.data_dir),
-            "epochs": args.epochs or DEFAULT_EPOCHS[args.model],
-            "batch_size": args.batch_size,
-            "optimizer": optimizer,
-            "lr": lr,
-            "schedule": args.schedule,
-            "seed": args.seed,
-            "validation_split": args.validation_split,
-            "hidden": [int(h) for h in args.hidden.split(",")] if args.model == "mlp" else None,
-            "augment": args.augment if args.model == "cnn" else None,
-            "dropout": None if args.model == "softmax" else (
-                args.dropout if args.dropout is not None else DEFAULT_DROPOUT[args.model]),
-        }
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CLIError(f"--out {run_dir} is a file, not a folder")
+    config = _resume_config(run_dir) if args.resume else _new_config(args, run_dir)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a))
 
-    # Data first: a run that cannot find its data leaves no run folder behind.
-    files, (x_train, y_train), (x_test, y_test) = _load_dataset(
-        config["dataset"], config["data_dir"], progress=not args.quiet
-    )
+    from .data import check_splits
+
+    # Data first, then every check: a run that cannot start leaves no run folder behind.
+    files, train, test = _load_dataset(config["dataset"], config["data_dir"],
+                                       progress=not args.quiet)
+    num_classes = check_splits(files, train, test, config["dataset"])
+    (x_train, y_train), (x_test, y_test) = train, test
+    shift = runs.max_shift(x_train.shape)
+    if config["model"] == "cnn" and config["augment"] > shift:
+        h, w = x_train.shape[-2:]
+        raise CLIError(
+            f"argument --augment: must be less than half the image side, at most {shift} for "
+            f"{h}×{w} images, got {config['augment']}"
+        )
     n_val = int(round(len(x_train) * config["validation_split"]))
+    if config["validation_split"] and not 0 < n_val < len(x_train):
+        raise CLIError(
+            f"argument --validation-split: {config['validation_split']:g} of "
+            f"{len(x_train)} training images leaves "
+            f"{'no validation' if n_val == 0 else 'no training'} images; use 0 for no "
+            "validation, or a split that keeps both sets"
+        )
     x_val, y_val = x_train[len(x_train) - n_val:], y_train[len(y_train) - n_val:]
     x_tr, y_tr = x_train[:len(x_train) - n_val], y_train[:len(y_train) - n_val]
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
     epochs = config["epochs"]
 
+    model = _build_model(config, x_train.shape[1:], num_classes)
+    # Also refuses a batch size the model cannot train on, before any folder is written.
+    steps = model.steps_per_epoch(len(x_tr), config["batch_size"])
+    model.compile(
+        optimizer=_make_optimizer(config["optimizer"], config["lr"], epochs * steps,
+                                  config["schedule"]),
+        loss=model.loss,
+        metrics=["accuracy"],
+    )
     past, initial_epoch = {}, 0
     if args.resume:
-        model = load_model(run_dir / CHECKPOINT)
-        initial_epoch = int(model.metadata.get("completed_epochs", 0))
-        past = model.metadata.get("history", {})
+        model, initial_epoch, past = _resume_checkpoint(run_dir, config, model)
         say(f"resuming {run_dir} after epoch {initial_epoch} of {epochs}")
-    else:
-        common = dict(num_classes=num_classes, input_shape=x_train.shape[1:], seed=config["seed"])
-        if config["model"] == "softmax":
-            model = models.softmax_regression(**common)
-        elif config["model"] == "cnn":
-            model = models.cnn(dropout=config["dropout"], augment=config.get("augment", 0),
-                               **common)
-        else:
-            model = models.mlp(hidden=config["hidden"], dropout=config["dropout"], **common)
-        # Also refuses a batch size the model cannot train on, before any folder is written.
-        steps = model.steps_per_epoch(len(x_tr), config["batch_size"])
-        model.compile(
-            optimizer=_make_optimizer(config["optimizer"], config["lr"], epochs * steps,
-                                      config["schedule"]),
-            loss=model.loss,
-            metrics=["accuracy"],
-        )
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(config_path, config)
+    runs.remove_stale_temporaries(run_dir)
+    if not args.resume:
+        _write_json(run_dir / CONFIG, config)
     if not args.quiet:
         model.summary()
     checkpoint = _RunCheckpoint(run_dir, past)
     started = time.perf_counter()
     try:
-        if initial_epoch < epochs:
-            model.fit(
-                x_tr, y_tr, epochs=epochs, batch_size=config["batch_size"],
-                seed=config["seed"], validation_data=(x_val, y_val) if n_val else None,
-                callbacks=[checkpoint], verbose=0 if args.quiet else 1,
-                initial_epoch=initial_epoch,
-            )
-    except KeyboardInterrupt:
-        if not (run_dir / CHECKPOINT).exists():
-            print(
-                f"\ninterrupted before the first epoch ended: {run_dir} holds no checkpoint to "
-                "resume from; run the same command again to start over",
-                file=sys.stderr,
-            )
+        # fit reports an overflowing loss itself, on one line: NumPy's warnings would add more.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if initial_epoch < epochs:
+                model.fit(
+                    x_tr, y_tr, epochs=epochs, batch_size=config["batch_size"],
+                    seed=config["seed"], validation_data=(x_val, y_val) if n_val else None,
+                    callbacks=[checkpoint], verbose=0 if args.quiet else 1,
+                    initial_epoch=initial_epoch,
+                )
+    except BaseException as exc:
+        saved = (run_dir / CHECKPOINT).exists()
+        if not saved:
+            _discard_new_run(run_dir, created)
+        done = load_model(run_dir / CHECKPOINT).metadata.get("completed_epochs") if saved \
+            else None
+        if isinstance(exc, KeyboardInterrupt):
+            if not saved:
+                print(
+                    "\ninterrupted before the first epoch ended: there is no checkpoint to "
+                    "resume from and nothing was kept; run the same command again to start over",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"\ninterrupted: the checkpoint after epoch {done} is in "
+                    f"{run_dir / CHECKPOINT}; continue with: chainrule train --resume --out "
+                    f"{run_dir}",
+                    file=sys.stderr,
+                )
             return 130
-        done = load_model(run_dir / CHECKPOINT).metadata.get("completed_epochs", 0)
-        print(
-            f"\ninterrupted: the checkpoint after epoch {done} is in {run_dir / CHECKPOINT}; "
-            f"continue with: chainrule train --resume --out {run_dir}",
-            file=sys.stderr,
-        )
-        return 130
+        if isinstance(exc, FloatingPointError):
+            kept = (f"the last good checkpoint, after epoch {done}, is kept in "
+                    f"{run_dir / CHECKPOINT}") if saved else "nothing was saved"
+            raise CLIError(f"{exc}; {kept}") from None
+        raise
     train_seconds = time.perf_counter() - started
     history = checkpoint.merged() if initial_epoch < epochs else past
 
     say("")
     evaluation = _report(model, x_test, y_test, out=say)
-    model.save(run_dir / "model.npz")
-    _write_json(run_dir / "history.json", history)
-    _write_history_csv(run_dir / "history.csv", history)
-    manifest = {
-        "argv": ["chainrule", *sys.argv[1:]],
-        "config": config,
-        "seed": config["seed"],
-        "versions": {"chainrule": __version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
-        "platform": platform.platform(),
-        "data": {key: {"path": str(path), "sha256": _sha256(path)} for key, path in files.items()},
-        "samples": {"train": len(x_tr), "validation": n_val, "test": len(x_test)},
-        "train_seconds_this_session": round(train_seconds, 2),
-        "final": {
-            "test_loss": evaluation["result"]["loss"],
-            "test_accuracy": evaluation["result"]["accuracy"],
-            **{k: v[-1] for k, v in history.items()},
-        },
-        "model_sha256": _sha256(run_dir / "model.npz"),
-    }
-    _write_json(run_dir / "manifest.json", manifest)
+    try:
+        model.save(run_dir / MODEL)
+        _write_json(run_dir / runs.HISTORY_JSON, history)
+        _write_history_csv(run_dir / runs.HISTORY_CSV, history)
+        manifest = {
+            "argv": ["chainrule", *sys.argv[1:]],
+            "config": config,
+            "seed": config["seed"],
+            "versions": {"chainrule": __version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+            "platform": platform.platform(),
+            "data": {key: {"path": str(path), "sha256": _sha256(path)}
+                     for key, path in files.items()},
+            "samples": {"train": len(x_tr), "validation": n_val, "test": len(x_test)},
+            "train_seconds_this_session": round(train_seconds, 2),
+            "final": {
+                "test_loss": evaluation["result"]["loss"],
+                "test_accuracy": evaluation["result"]["accuracy"],
+                **{k: v[-1] for k, v in history.items()},
+            },
+            "model_sha256": _sha256(run_dir / MODEL),
+        }
+        _write_json(run_dir / runs.MANIFEST, manifest)
+    except OSError as exc:
+        raise CLIError(
+            f"could not save the finished run: {exc}; the checkpoint after epoch {epochs} is "
+            f"kept in {run_dir / CHECKPOINT}: make room, then finish with: chainrule train "
+            f"--resume --out {run_dir}"
+        ) from None
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    say(f"\nsaved {run_dir / 'model.npz'}, history.json/.csv and manifest.json in {run_dir}")
+    say(f"\nsaved {run_dir / MODEL}, history.json/.csv and manifest.json in {run_dir}")
     if args.report:
         try:
             from .report import write_report
@@ -272,6 +406,12 @@ def cmd_train(args) -> int:
             say(f"report: {write_report(run_dir, test_data=(x_test, y_test))}")
         except ImportError as exc:
             print(f"chainrule train: no report.html: {exc}", file=sys.stderr)
+        except OSError as exc:
+            raise CLIError(
+                f"could not write {run_dir / REPORT}: {exc.strerror or exc}; the model is "
+                f"saved in {run_dir / MODEL}; rebuild the report with: chainrule report "
+                f"{run_dir}"
+            ) from None
     return 0
 
 
@@ -280,11 +420,14 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "model.npz").is_file() or not (run_dir / "config.json").is_file():
+    if not (run_dir / MODEL).is_file() or not (run_dir / CONFIG).is_file():
         raise CLIError(
-            f"{run_dir} holds no model.npz and config.json: pass a run folder written by "
+            f"{run_dir} holds no {MODEL} and {CONFIG}: pass a run folder written by "
             "chainrule train"
         )
+    runs.check_config(runs.read_json(run_dir / CONFIG), run_dir / CONFIG)
+    if args.out is None:
+        runs.remove_stale_temporaries(run_dir, names=(REPORT,))
     print(write_report(run_dir, data_dir=args.data_dir, path=args.out))
     return 0
 
@@ -294,7 +437,9 @@ def cmd_evaluate(args) -> int:
     from . import metrics
 
     model = _load_model(args.model)
-    _, _, (x_test, y_test) = _load_dataset(args.dataset, args.data_dir, progress=False)
+    files, _, (x_test, y_test) = _load_dataset(args.dataset, args.data_dir, progress=False)
+    if len(x_test) == 0:
+        raise CLIError(f"{files['test_images']} holds no images")
     x_test = _fit_input(model, x_test)
     evaluation = _report(model, x_test, y_test)
     cm = metrics.confusion_matrix(y_test, evaluation["pred"])
@@ -326,13 +471,17 @@ def cmd_predict(args) -> int:
             "class": int(top[0]),
             "probabilities": [float(p) for p in probs],
             "top3": [[int(c), float(probs[c])] for c in top],
+            # As the web page's "empty": a blank picture still gets a class, which means nothing.
+            "empty": not x.any(),
         })
     if args.json:
         print(json.dumps(results))
     else:
         for r in results:
             tops = "  ".join(f"{c}: {p:.3f}" for c, p in r["top3"])
-            print(f"{r['file']}: {r['class']}   ({tops})")
+            blank = ("   no ink found: the picture is blank, so the class means nothing"
+                     if r["empty"] else "")
+            print(f"{r['file']}: {r['class']}   ({tops}){blank}")
     return 0
 
 
@@ -394,13 +543,13 @@ def cmd_serve(args) -> int:
 
 # ---------------------------------------------------------------------- parser / main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="chainrule",
         description="Neural networks in NumPy with hand-derived gradients: train and use "
         "digit classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"chainrule {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks on errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -418,25 +567,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", help="train a model on MNIST (or another IDX dataset)")
     p.add_argument("--model", choices=models.PRESETS, default="mlp")
     data_args(p)
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="default: 10 for softmax, 15 for mlp, 10 for cnn")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_number, default=None,
                    help="initial learning rate (default: Adam 1e-2 softmax, 2e-3 mlp, 1e-3 cnn;"
                    " SGD 0.5, 0.1, 0.05)")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), default="adam")
     p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                    help="learning-rate schedule over the run (cosine decays to 0)")
-    p.add_argument("--hidden", default="256,256", help="mlp hidden sizes, comma separated")
-    p.add_argument("--dropout", type=float, default=None,
-                   help="dropout rate: mlp after each hidden layer (default 0.2), cnn before the "
-                   "output layer (default 0.3)")
-    p.add_argument("--augment", type=int, default=2, metavar="PIXELS",
-                   help="cnn: shift training images randomly by up to this many pixels "
-                   "(default 2; 0 turns augmentation off)")
-    p.add_argument("--validation-split", type=float, default=1 / 12,
-                   help="fraction of the training set held out (default 1/12: 5,000 images)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=hidden_sizes, default="256,256",
+                   help=f"mlp hidden sizes, comma separated, each 1 … {runs.MAX_HIDDEN}")
+    p.add_argument("--dropout", type=fraction, default=None,
+                   help="dropout rate in [0, 1): mlp after each hidden layer (default 0.2), cnn "
+                   "before the output layer (default 0.3)")
+    p.add_argument("--augment", type=non_negative_int, default=2, metavar="PIXELS",
+                   help="cnn: shift training images randomly by up to this many pixels, less "
+                   "than half the image side (default 2; 0 turns augmentation off)")
+    p.add_argument("--validation-split", type=fraction, default=1 / 12,
+                   help="fraction of the training set held out, in [0, 1) (default 1/12: 5,000 "
+                   "images)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last epoch checkpoint, with the "
@@ -467,8 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("gradcheck", help="check the backward passes of a small float64 model")
     p.add_argument("--model", choices=models.PRESETS, default="mlp")
-    p.add_argument("--tol", type=float, default=1e-6)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tol", type=positive_number, default=1e-6)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=cmd_gradcheck)
 
     p = command("info", help="versions, BLAS, and where datasets are looked for")
@@ -478,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", help="a web page to draw digits and watch the model classify them")
     p.add_argument("model", help="a model .npz written by train")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port, default=8000, help="1 … 65535 (default 8000)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding MNIST, for the nearest training digits (never downloads)")
     p.set_defaults(func=cmd_serve)
@@ -506,11 +657,14 @@ def main(argv=None) -> int:
     _absolute_paths(args)
     try:
         return args.func(args)
+    # MemoryError too: running out of memory is the machine's limit, not a bug to trace.
     except (CLIError, OSError, ValueError, TypeError, ImportError, FloatingPointError,
-            RuntimeError) as exc:
+            RuntimeError, MemoryError) as exc:
         if args.debug:
             raise
         message = " ".join(str(exc).split())
+        if isinstance(exc, MemoryError):
+            message = f"out of memory: {message or 'an array did not fit'}"
         print(f"chainrule {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

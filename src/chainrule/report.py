@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, functional, plot
+from . import __version__, functional, plot, runs
 from . import metrics as metrics_mod
 from .layers import Softmax
 from .serialization import atomic_write, load_model
@@ -67,6 +67,7 @@ def write_report(run_dir, test_data=None, data_dir=None, path=None) -> Path:
 
     Raises:
         FileNotFoundError: if model.npz or config.json is missing.
+        ValueError: for a JSON file that does not parse or holds the wrong types, naming it.
         ImportError: without matplotlib (``pip install "chainrule[plot]"``).
     """
     run_dir = Path(run_dir)
@@ -76,11 +77,16 @@ def write_report(run_dir, test_data=None, data_dir=None, path=None) -> Path:
                 f"{run_dir} has no {name}: pass a run folder written by chainrule train"
             )
     plot._mpl()  # fail early, before the dataset is loaded, when matplotlib is missing
-    config = json.loads((run_dir / "config.json").read_text())
+    config_path = run_dir / "config.json"
+    config = runs.read_json(config_path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
     manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = (runs.check_manifest(runs.read_json(manifest_path), manifest_path)
+                if manifest_path.is_file() else {})
     history_path = run_dir / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    history = (runs.check_history(runs.read_json(history_path), history_path)
+               if history_path.is_file() else {})
     model = load_model(run_dir / "model.npz")
     if test_data is None:
         from .data import load_idx_dataset

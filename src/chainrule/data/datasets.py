@@ -41,6 +41,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "DownloadError",
+    "check_splits",
     "dataset_files",
     "download",
     "find_dataset",
@@ -97,6 +98,7 @@ class DatasetInfo:
         md5: file name -> MD5 of the published .gz, or None where no check is made.
         homepage: where the dataset is described.
         files: role ('train_images', 'train_labels', 'test_images', 'test_labels') -> file name.
+        num_classes: C; the labels are 0 … C − 1.
     """
 
     name: str
@@ -104,6 +106,7 @@ class DatasetInfo:
     md5: Mapping[str, str | None]
     homepage: str = ""
     files: Mapping[str, str] = field(default_factory=lambda: dict(STANDARD_FILES))
+    num_classes: int = 10
 
 
 def _md5s(train_images: str, train_labels: str, test_images: str, test_labels: str):
@@ -504,6 +507,85 @@ def _check_counts(images: np.ndarray, labels: np.ndarray, image_path: Path, labe
             f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} "
             "labels; both files must come from the same release (replace or re-download one)"
         )
+
+
+def _ranges(values) -> str:
+    """'0–4, 7, 9' for sorted distinct integers."""
+    runs, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            runs.append(str(start) if start == v else f"{start}–{v}")
+            start = None
+    return ", ".join(runs)
+
+
+def _size(x: np.ndarray) -> str:
+    return "×".join(map(str, x.shape[1:]))
+
+
+def check_splits(files: Mapping[str, Path], train, test, name_or_dir=None) -> int:
+    """Check a classification dataset before training on it; return its number of classes C.
+
+    Both splits must hold images, of the same shape; the training labels must be the classes
+    0 … C − 1, each at least once, and the test labels among them. C is the registry's for a
+    known dataset (10 for the MNIST family), else the classes the training labels show (at
+    least 2, without gaps).
+
+    Args:
+        files: the four paths (as from `dataset_files`), named in the messages.
+        train, test: (x, y) of each split, as from `load_idx_dataset`.
+        name_or_dir: the dataset name (its registry entry gives C) or a folder.
+
+    Raises:
+        ValueError: naming the file at fault and what it holds.
+    """
+    (x_train, y_train), (x_test, y_test) = train, test
+    for split, x in (("train", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise ValueError(f"{files[f'{split}_images']} holds no images")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"{files['test_images']} holds {_size(x_test)} images but {files['train_images']} "
+            f"holds {_size(x_train)} ones: a model takes one image size"
+        )
+    info = DATASETS.get(_normalize_name(name_or_dir)) if is_known_dataset(name_or_dir) else None
+    known = info.num_classes if info is not None else None
+    where = f"{info.name}'s {known} classes 0–{known - 1}" if info is not None else None
+    for split, y in (("train", y_train), ("test", y_test)):
+        if known is not None and (y.min() < 0 or y.max() >= known):
+            i = int(np.flatnonzero((y < 0) | (y >= known))[0])
+            raise ValueError(
+                f"{files[f'{split}_labels']}: label {int(y[i])} (sample {i}) is not one of "
+                f"{where}"
+            )
+    if y_train.min() < 0:
+        i = int(np.flatnonzero(y_train < 0)[0])
+        raise ValueError(f"{files['train_labels']}: label {int(y_train[i])} (sample {i}) is "
+                         "negative; labels number the classes 0, 1, …")
+    found = np.unique(y_train).tolist()
+    classes = known if known is not None else int(found[-1]) + 1
+    if len(found) < classes or classes < 2:
+        holds = f"{files['train_labels']} holds class{'es' if len(found) > 1 else ''} " \
+            f"{_ranges(found)}"
+        if known is not None:
+            raise ValueError(f"{holds} only, of {where}: every class needs training images")
+        if len(found) == 1:
+            raise ValueError(f"{holds} only: a classifier needs at least two classes")
+        missing = sorted(set(range(classes)) - set(found))
+        raise ValueError(
+            f"{holds}, without {_ranges(missing)}: the labels must number the classes "
+            f"0 … C − 1, each with training images"
+        )
+    outside = (y_test < 0) | (y_test >= classes)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"{files['test_labels']}: label {int(y_test[i])} (sample {i}) is not among the "
+            f"training classes 0–{classes - 1}"
+        )
+    return classes
 
 
 def _prepare_images(x: np.ndarray, normalize: bool, flatten: bool) -> np.ndarray:
