@@ -127,3 +127,31 @@ def test_needs_a_compiled_model():
     with pytest.raises(ValueError, match="explain_backward needs a compiled model"):
         cr.explain_backward(cr.Sequential([layers.Dense(2, input_shape=(3,))]),
                             np.ones((1, 3)), np.ones((1, 2)))
+
+
+def test_command_line_walks_the_lecture_example_and_mnist(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "chainrule", "explain-backward", *args],
+                              cwd=tmp_path, env=dict(os.environ), capture_output=True,
+                              text=True, timeout=120)
+
+    lecture = run()
+    assert lecture.returncode == 0, lecture.stderr
+    assert "N · dL/dz₁ = a − Y (3×3)" in lecture.stdout and "[-0.6667" in lecture.stdout
+    mnist = run("--model", "mlp", "--data", "mnist", "--samples", "8")
+    assert mnist.returncode == 0, mnist.stderr
+    assert "dL/dW₃ = a₂ᵀ (256×8) · dL/dz₃ (8×10) → (256×10)" in mnist.stdout
+    missing = run("--model", "nothing.npz")
+    assert missing.returncode == 1
+    assert missing.stderr == "chainrule explain-backward: error: model file not found: " \
+                             "nothing.npz\n"
+
+
+def test_lecture_example_extends_to_more_samples():
+    x, y = lecture_example(7)
+    assert x.shape == (7, 2) and y.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    np.testing.assert_array_equal(x[:3], lecture_example()[0])

@@ -512,6 +512,30 @@ def cmd_gradcheck(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_explain_backward(args) -> int:
+    from .data import load_mnist
+    from .explain import explain_backward, lecture_example
+
+    if args.data == "lecture":
+        x, y = lecture_example(args.samples, seed=args.seed)
+        shape = dict(num_classes=3, input_shape=(2,))
+        hidden = (4,)
+    else:
+        _, (x_test, y_test) = load_mnist(progress=False)
+        x, y = x_test[:args.samples], y_test[:args.samples]
+        shape, hidden = {}, (256, 256)
+    if args.model == "softmax":
+        model = models.softmax_regression(seed=args.seed, **shape)
+    elif args.model == "mlp":
+        model = models.mlp(hidden=hidden, seed=args.seed, **shape)
+    else:
+        model = _load_model(args.model)
+        _ensure_compiled(model)
+        x = _fit_input(model, x)
+    print(explain_backward(model, x, y), end="")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .data import DATASETS, search_paths
 
@@ -621,6 +645,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=positive_number, default=1e-6)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=cmd_gradcheck)
+
+    p = command("explain-backward",
+                help="walk one backward pass from the loss to the input, layer by layer")
+    p.add_argument("--model", default="softmax",
+                   help="softmax or mlp (a preset, fresh), or a model .npz (default softmax)")
+    p.add_argument("--data", choices=("lecture", "mnist"), default="lecture",
+                   help="the lecture's 2-D red/green/blue points (default) or MNIST test "
+                   "digits")
+    p.add_argument("--samples", type=positive_int, default=3,
+                   help="samples in the batch (default 3; numbers are printed up to 4)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.set_defaults(func=cmd_explain_backward)
 
     p = command("info", help="versions, BLAS, and where datasets are looked for")
     p.add_argument("--data-dir", default=None)

@@ -300,12 +300,16 @@ def _local_derivative(layer, x, x_sym: str, y_sym: str) -> tuple[str, np.ndarray
     return None
 
 
-def lecture_example() -> tuple[np.ndarray, np.ndarray]:
-    """The lecture's three 2-D points, one per class (red, green, blue): x (3, 2), y (3,).
+def lecture_example(samples: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The lecture's red, green and blue points in the plane: x (samples, 2), y (samples,).
 
-    With a softmax regression whose weights start at zero, every class scores the same, so
-    a = (⅓, ⅓, ⅓) for each point and dL/dz = a − y has ⅓ − 1 = −⅔ on the true class.
+    The first three are the classes' centres, one per class; more samples are drawn around
+    the centres in turn (σ = 0.5, seeded). With a softmax regression whose weights start at
+    zero, every class scores the same, so a = (⅓, ⅓, ⅓) for each point and dL/dz = a − y has
+    ⅓ − 1 = −⅔ on the true class.
     """
-    x = np.array([[0.0, 2.0], [-1.8, -1.0], [1.8, -1.0]])
-    return x, np.array([0, 1, 2])
-
+    centres = np.array([[0.0, 2.0], [-1.8, -1.0], [1.8, -1.0]])
+    y = np.arange(samples) % 3
+    x = centres[y].copy()
+    x[3:] += 0.5 * np.random.default_rng(seed).standard_normal((max(samples - 3, 0), 2))
+    return x, y
