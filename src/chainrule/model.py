@@ -127,9 +127,15 @@ class Sequential:
             raise ValueError("cannot build an empty Sequential; add layers first")
         seed = self.seed if seed is None else seed
         shape = tuple(np.atleast_1d(input_shape).tolist())
+        built = [layer.built for layer in self.layers]
         for layer in self.layers:
             layer.built = False
-        self.weight_shapes(shape)
+        try:
+            self.weight_shapes(shape)
+        except (ValueError, TypeError):
+            for layer, was_built in zip(self.layers, built, strict=True):
+                layer.built = was_built
+            raise
         self._rng = np.random.default_rng(seed)
         self.input_shape = shape
         self.output_shape = self.input_shape

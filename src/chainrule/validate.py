@@ -8,6 +8,7 @@ one clear message (``load_model`` adds the file and the field's place in the con
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ _RULES = {
     ">= 0": (lambda x: x >= 0, "must be >= 0"),
     "[0, 1)": (lambda x: 0 <= x < 1, "must lie in [0, 1)"),
     "[0, 1]": (lambda x: 0 <= x <= 1, "must lie in [0, 1]"),
+    "(0, 0.5)": (lambda x: 0 < x < 0.5, "must lie in (0, 0.5)"),
 }
 
 
@@ -95,3 +97,22 @@ def seed(value, what: str, kind: str) -> int | None:
     if not is_int(value) or value < 0:
         raise ValueError(f"{kind}: {what} must be None or an integer >= 0, got {value!r}")
     return int(value)
+
+
+def construct(cls: type, config, kind: str | None = None):
+    """``cls(**config)`` for a saved config, refusing keys the constructor does not take.
+
+    Raises:
+        ValueError: if ``config`` is not a dict with string keys, or names an argument ``cls``
+            does not have (``Dense: unexpected argument 'unit'; it takes units, …``); and
+            whatever the constructor raises for a bad value.
+    """
+    kind = kind or cls.__name__
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise ValueError(f"{kind}: the config must be a dict of arguments, got {config!r}")
+    try:
+        inspect.signature(cls).bind(**config)
+    except TypeError as exc:
+        takes = ", ".join(inspect.signature(cls).parameters)
+        raise ValueError(f"{kind}: {exc} (it takes {takes})") from None
+    return cls(**config)
