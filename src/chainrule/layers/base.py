@@ -21,7 +21,7 @@ import numpy as np
 from ..backend import DEFAULT_DTYPE, FLOAT_DTYPES, as_float_dtype
 from ..parameter import Parameter
 from ..registry import Registry, is_builtin
-from ..validate import is_int
+from ..validate import construct, is_int
 
 #: chainrule's own layer classes by name (a user's subclass is never registered by itself).
 LAYERS = Registry("layer")
@@ -289,7 +289,8 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict) -> Layer:
-        return cls(**config)
+        """``cls(**config)``; ValueError for a key the constructor does not take."""
+        return construct(cls, config)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
@@ -410,8 +411,18 @@ def make_layer(spec: dict, custom_objects: dict | None = None) -> Layer:
         custom_objects: name → class for classes defined outside chainrule.
 
     Raises:
-        ValueError: for an unknown class name, or a class saved from another module that was
-            neither passed in ``custom_objects`` nor registered from that module.
+        ValueError: for an unknown class name, a class saved from another module that was
+            neither passed in ``custom_objects`` nor registered from that module, or a config
+            its constructor refuses.
+    """
+    return layer_class(spec, custom_objects).from_config(spec["config"])
+
+
+def layer_class(spec: dict, custom_objects: dict | None = None) -> type[Layer]:
+    """The class a :func:`layer_spec` dict names (see :func:`make_layer`).
+
+    Raises:
+        ValueError: as :func:`make_layer`, for the class.
     """
     name, module = spec["class_name"], spec.get("module")
     if custom_objects and name in custom_objects:
@@ -425,4 +436,4 @@ def make_layer(spec: dict, custom_objects: dict | None = None) -> Layer:
                 f"layer class {name!r} was saved from module {module!r}, not from chainrule; "
                 f"pass custom_objects={{{name!r}: {name}}} (the class itself) to rebuild it"
             )
-    return cls.from_config(spec["config"])
+    return cls
