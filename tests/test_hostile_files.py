@@ -157,18 +157,35 @@ def refused(path, match: str, exc=ValueError, **kwargs) -> str:
     return message
 
 
+# Linux counts, in a process's peak RSS, the peak of the memory it replaced at exec: a child
+# that pytest starts inherits pytest's peak (over 1 GB late in the full suite). A small
+# launcher process starts the measured one instead, and reports its os.wait4 rusage.
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
+def measured(argv, cwd=None) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``argv``; return its result (stdout, stderr, exit status) and peak RSS in MB."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "rusage"
+        launched = subprocess.run([sys.executable, "-c", LAUNCHER, report, *map(str, argv)],
+                                  cwd=cwd, capture_output=True, text=True, timeout=120)
+        status, maxrss_kib = map(int, report.read_text().split())
+    result = subprocess.CompletedProcess(argv, status, launched.stdout, launched.stderr)
+    return result, maxrss_kib * 1024 / 1e6
+
+
 def child_peak(code: str, *args) -> tuple[int, str, float]:
-    """Run ``python -c code args`` and return (exit status, stdout + stderr, peak RSS in MB)."""
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"chainrule-child-{os.getpid()}.txt"
-    with open(out, "w+") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
-                                stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        text = log.read()
-    out.unlink()
-    return proc.returncode, text, usage.ru_maxrss * 1024 / 1e6
+    """Run ``python -c code args``; return (exit status, stdout + stderr, peak RSS in MB)."""
+    result, peak = measured([sys.executable, "-c", code, *args])
+    return result.returncode, result.stdout + result.stderr, peak
 
 
 LOAD_IN_CHILD = """
@@ -196,15 +213,7 @@ print("read")
 
 def run_cli(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
     """``python -m chainrule ARGS``; returns the result and its peak RSS in MB."""
-    out, err = Path(cwd) / "cli.out", Path(cwd) / "cli.err"
-    with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "chainrule", *map(str, args)], cwd=cwd,
-                                stdout=o, stderr=e)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(),
-                                         err.read_text())
-    return result, usage.ru_maxrss * 1024 / 1e6
+    return measured([sys.executable, "-m", "chainrule", *args], cwd=cwd)
 
 
 def assert_one_line_error(result, command: str) -> str:
