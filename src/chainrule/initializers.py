@@ -76,8 +76,11 @@ INITIALIZERS = {
 }
 
 
-def get(name: str):
+def get(name: str, what: str | None = None):
     """Return the initializer called ``name``.
+
+    Args:
+        what: the argument that named it, for the message, e.g. ``"Dense: kernel_initializer"``.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
@@ -85,6 +88,7 @@ def get(name: str):
     try:
         return INITIALIZERS[name]
     except (KeyError, TypeError):
+        where = f"{what}: " if what else ""
         raise ValueError(
-            f"unknown initializer {name!r}; expected one of {sorted(INITIALIZERS)}"
+            f"{where}unknown initializer {name!r}; expected one of {sorted(INITIALIZERS)}"
         ) from None

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import FLOAT_DTYPES
+from .validate import boolean, construct, number
 
 REDUCTIONS = ("mean", "sum")
 
@@ -106,7 +107,7 @@ class MeanSquaredError(Loss):
 
     def __init__(self, half: bool = False, reduction: str = "mean"):
         super().__init__(reduction)
-        self.half = bool(half)
+        self.half = boolean(half, "half", "MeanSquaredError")
 
     def _compute(self, pred, target):
         diff = pred - target
@@ -135,8 +136,8 @@ class BinaryCrossEntropy(Loss):
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean"):
         super().__init__(reduction)
-        self.from_logits = bool(from_logits)
-        self.eps = float(eps)
+        self.from_logits = boolean(from_logits, "from_logits", type(self).__name__)
+        self.eps = number(eps, "eps", type(self).__name__, "(0, 0.5)")
 
     def _check_target(self, pred, target):
         target = super()._check_target(pred, target)
@@ -183,8 +184,8 @@ class CategoricalCrossEntropy(Loss):
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean"):
         super().__init__(reduction)
-        self.from_logits = bool(from_logits)
-        self.eps = float(eps)
+        self.from_logits = boolean(from_logits, "from_logits", type(self).__name__)
+        self.eps = number(eps, "eps", type(self).__name__, "(0, 0.5)")
 
     def _check_target(self, pred, target):
         if pred.ndim != 2:
@@ -244,8 +245,8 @@ class SparseCategoricalCrossEntropy(Loss):
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean"):
         super().__init__(reduction)
-        self.from_logits = bool(from_logits)
-        self.eps = float(eps)
+        self.from_logits = boolean(from_logits, "from_logits", type(self).__name__)
+        self.eps = number(eps, "eps", type(self).__name__, "(0, 0.5)")
 
     def _check_target(self, pred, target):
         name = "SparseCategoricalCrossEntropy"
@@ -344,7 +345,11 @@ def get(identifier) -> Loss:
 
 
 def from_config(class_name: str, config: dict) -> Loss:
-    """Rebuild a loss from its class name and ``get_config()``."""
-    if class_name not in LOSS_CLASSES:
+    """Rebuild a loss from its class name and ``get_config()``.
+
+    Raises:
+        ValueError: for an unknown class, or a config the constructor does not accept.
+    """
+    if not isinstance(class_name, str) or class_name not in LOSS_CLASSES:
         raise ValueError(f"unknown loss class {class_name!r}; known: {sorted(LOSS_CLASSES)}")
-    return LOSS_CLASSES[class_name](**config)
+    return construct(LOSS_CLASSES[class_name], config)

@@ -10,11 +10,21 @@ import numpy as np
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
-from .backend import as_float_dtype
+from .backend import as_float_dtype, as_weights
 from .callbacks import Callback, History, ProgressBar
 from .layers import activations
-from .layers.base import Layer, check_finite, layer_spec, make_layer
+from .layers.base import (
+    Layer,
+    as_shape,
+    check_finite,
+    check_weight_budget,
+    count_values,
+    describe_bytes,
+    layer_spec,
+    make_layer,
+)
 from .parameter import Parameter
+from .validate import seed as seed_arg
 
 # fit stops as diverged once the batch loss stays above DIVERGENCE_FACTOR × its reference for
 # DIVERGENCE_STEPS consecutive steps (or a whole shorter epoch). The reference is the larger of
@@ -41,13 +51,17 @@ class Sequential:
         name: the model's name in ``summary()``.
 
     Raises:
-        TypeError: if an element of ``layers`` is not a Layer.
+        TypeError: if an element of ``layers`` is not a Layer, or ``name`` is not a string.
+        ValueError: for a seed that is not None or an integer >= 0; and as ``build`` when the
+            first layer has an ``input_shape``.
     """
 
     def __init__(self, layers=None, dtype="float32", seed: int | None = None,
                  name: str = "sequential"):
+        if not isinstance(name, str):
+            raise TypeError(f"Sequential: name must be a string, got {name!r}")
         self.dtype = as_float_dtype(dtype)
-        self.seed = seed
+        self.seed = seed_arg(seed, "seed", "Sequential")
         self.name = name
         self.layers: list[Layer] = []
         self.built = False
@@ -105,27 +119,99 @@ class Sequential:
     def build(self, input_shape, seed: int | None = None) -> None:
         """Create every layer's weights for samples of shape ``input_shape`` (no batch axis).
 
+        Nothing is allocated before the weights the whole model needs are counted (see
+        ``weight_shapes``) and found within ``chainrule.layers.base.MAX_WEIGHT_BYTES``.
+
         Args:
             input_shape: e.g. ``(784,)`` or ``(28, 28)``.
             seed: overrides the model's seed for this build.
+
+        Raises:
+            ValueError: for an empty model, a shape a layer cannot take, or weights beyond
+                the limit ("this model needs 4.0 TB of weights (1.0e12 parameters, float32);
+                the limit is …").
         """
         if not self.layers:
             raise ValueError("cannot build an empty Sequential; add layers first")
         seed = self.seed if seed is None else seed
-        self._rng = np.random.default_rng(seed)
-        self.input_shape = tuple(int(s) for s in np.atleast_1d(input_shape))
-        self.output_shape = self.input_shape
+        shape = tuple(np.atleast_1d(input_shape).tolist())
+        built = [layer.built for layer in self.layers]
         for layer in self.layers:
             layer.built = False
+        try:
+            self.weight_shapes(shape)
+        except (ValueError, TypeError):
+            for layer, was_built in zip(self.layers, built, strict=True):
+                layer.built = was_built
+            raise
+        self._rng = np.random.default_rng(seed)
+        self.input_shape = shape
+        self.output_shape = self.input_shape
         self._build_tail()
         self.built = True
 
+    def weight_shapes(self, input_shape=None) -> list[tuple[Layer, tuple[int, ...], dict | None,
+                                                           dict | None]]:
+        """What building for ``input_shape`` creates, layer by layer, without creating it.
+
+        Built layers report the shapes they have; unbuilt ones their ``param_shapes`` and
+        ``buffer_shapes`` (None for a user's layer that cannot say before it is built, whose
+        weights are counted once built). Checks each layer's input shape on the way, and the
+        total against ``MAX_WEIGHT_BYTES``.
+
+        Args:
+            input_shape: one sample's shape; default the model's own (it must be built).
+
+        Returns:
+            ``[(layer, layer input shape, {param name: shape} | None,
+            {buffer name: shape} | None), …]`` in layer order.
+
+        Raises:
+            ValueError: as ``build``.
+        """
+        shape = self.input_shape if input_shape is None else tuple(input_shape)
+        plan = []
+        for layer in self.layers:
+            shape = as_shape(shape, layer)
+            if layer.built:
+                params = {p.name: p.shape for p in layer.parameters()}
+                buffers = {k: v.shape for k, v in layer.buffers().items()}
+                out = layer.output_shape
+            else:
+                layer._check_sample_shape(shape)
+                params, buffers = layer.param_shapes(shape), layer.buffer_shapes(shape)
+                out = layer.compute_output_shape(shape)
+            plan.append((layer, shape, params, buffers))
+            shape = tuple(out)
+        self._check_budget(plan)
+        return plan
+
+    def _check_budget(self, plan) -> None:
+        """Refuse a model whose known weights exceed ``MAX_WEIGHT_BYTES``, naming the largest."""
+        counts = [(count_values(p or {}) + count_values(b or {}), layer)
+                  for layer, _, p, b in plan]
+        total = sum(count for count, _ in counts)
+        count, largest = max(counts, key=lambda c: c[0])
+        detail = "" if len(counts) == 1 else (
+            f"; {largest._label()} alone needs "
+            f"{describe_bytes(count * self.dtype.itemsize)}")
+        check_weight_budget(total, self.dtype, f"this model ({self.name!r})", detail)
+
     def _build_tail(self) -> None:
-        """Build the layers that are not built yet, from the current output shape on."""
-        shape = self.output_shape
+        """Build the layers that are not built yet, from the current output shape on.
+
+        The weights of the whole model are counted first; a user's layer that cannot count its
+        own before building is counted, with everything before it, right after it is built.
+        """
+        self.weight_shapes(self.input_shape)
+        shape = self.input_shape
         for layer in self.layers:
             if not layer.built:
+                known = layer.param_shapes(shape) is not None and \
+                    layer.buffer_shapes(shape) is not None
                 layer.build(shape, rng=self._rng, dtype=self.dtype)
+                if not known:
+                    self.weight_shapes(self.input_shape)
             shape = layer.output_shape
         self.output_shape = shape
         self._params = [p for layer in self.layers for p in layer.parameters()]
@@ -153,20 +239,28 @@ class Sequential:
     def set_weights(self, weights) -> None:
         """Overwrite every weight in place (same order, shapes and count as ``get_weights``).
 
+        All arrays are checked before any weight changes. Integer and bool arrays are accepted
+        when the model dtype holds their values exactly (see ``backend.as_weights``).
+
         Raises:
-            ValueError: for a wrong count or shape.
+            ValueError: for a wrong count or shape, NaN/inf values, or integers the model
+                dtype cannot hold exactly, naming the array.
+            TypeError: for an array whose dtype does not cast safely (complex, strings, …).
         """
         weights = list(weights)
         targets = self._weight_arrays()
         if len(weights) != len(targets):
             raise ValueError(f"set_weights expected {len(targets)} arrays, got {len(weights)}")
+        checked = []
         for (label, target), w in zip(targets, weights, strict=True):
             w = np.asarray(w)
             if w.shape != target.shape:
                 raise ValueError(
                     f"set_weights: {label} expects shape {target.shape}, got {w.shape}"
                 )
-            np.copyto(target, w, casting="same_kind")
+            checked.append(as_weights(w, target.dtype, f"set_weights: {label}"))
+        for (_, target), w in zip(targets, checked, strict=True):
+            np.copyto(target, w)
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="adam", loss=None, metrics=None) -> None:
@@ -234,6 +328,10 @@ class Sequential:
                     f"{what}: the model was built for input of shape (N, "
                     f"{', '.join(map(str, self.input_shape))}), got {x.shape}"
                 )
+        try:
+            first._check_values(x)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
         return x
 
     def forward(self, x, training: bool = False) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import schedules
 from .parameter import Parameter
+from .validate import boolean, construct, number
 
 #: Steps between two flushes of subnormal state values (see ``_flush_subnormals``).
 FLUSH_EVERY = 64
@@ -58,16 +59,11 @@ class Optimizer:
     """
 
     def __init__(self, lr, weight_decay: float = 0.0):
+        kind = type(self).__name__
         if not isinstance(lr, schedules.Schedule):
-            lr = float(lr)
-            if not lr > 0:
-                raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
-        if weight_decay < 0:
-            raise ValueError(
-                f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}"
-            )
+            lr = number(lr, "lr", kind, "> 0")
         self.lr = lr
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = number(weight_decay, "weight_decay", kind, ">= 0")
         self.iterations = 0
         self.epoch = 0
         self.last_lr: float | None = None
@@ -116,6 +112,12 @@ class Optimizer:
     def _init_state(self, p: Parameter) -> dict[str, np.ndarray | int]:
         return {}
 
+    def state_layout(self) -> dict[str, str]:
+        """The entries of one parameter's state: ``{key: "array" | "count"}``, an array of the
+        parameter's shape or an integer counter. ``load_model`` checks a file's
+        ``optimizer/<i>/<key>`` arrays against it before reading them."""
+        return {}
+
     def _update(self, value, grad, state, tmp, lr) -> None:
         raise NotImplementedError
 
@@ -149,13 +151,14 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, dampening=0.0, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
-        if nesterov and (momentum <= 0 or dampening != 0):
+        self.momentum = number(momentum, "momentum", "SGD", ">= 0")
+        self.nesterov = boolean(nesterov, "nesterov", "SGD")
+        self.dampening = number(dampening, "dampening", "SGD")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("SGD: nesterov needs momentum > 0 and dampening = 0")
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.dampening = float(dampening)
+
+    def state_layout(self):
+        return {"velocity": "array"} if self.momentum else {}
 
     def _update(self, value, grad, state, tmp, lr):
         g = self._decayed_grad(value, grad, tmp)
@@ -209,15 +212,16 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        for label, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{type(self).__name__}: {label} must lie in [0, 1), got {beta}")
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
-        self.eps = float(eps)
+        kind = type(self).__name__
+        self.beta1 = number(beta1, "beta1", kind, "[0, 1)")
+        self.beta2 = number(beta2, "beta2", kind, "[0, 1)")
+        self.eps = number(eps, "eps", kind, ">= 0")
 
     def _init_state(self, p):
         return {"step": 0, "m": np.zeros_like(p.value), "v": np.zeros_like(p.value)}
+
+    def state_layout(self):
+        return {"step": "count", "m": "array", "v": "array"}
 
     def _update(self, value, grad, state, tmp, lr):
         g = self._decayed_grad(value, grad, tmp)
@@ -281,12 +285,10 @@ class RMSprop(Optimizer):
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                  weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"RMSprop: alpha must lie in [0, 1), got {alpha}")
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
-        self.centered = bool(centered)
+        self.alpha = number(alpha, "alpha", "RMSprop", "[0, 1)")
+        self.eps = number(eps, "eps", "RMSprop", ">= 0")
+        self.momentum = number(momentum, "momentum", "RMSprop", ">= 0")
+        self.centered = boolean(centered, "centered", "RMSprop")
 
     def _init_state(self, p):
         state = {"square_avg": np.zeros_like(p.value)}
@@ -295,6 +297,14 @@ class RMSprop(Optimizer):
         if self.momentum:
             state["momentum_buffer"] = np.zeros_like(p.value)
         return state
+
+    def state_layout(self):
+        layout = {"square_avg": "array"}
+        if self.centered:
+            layout["grad_avg"] = "array"
+        if self.momentum:
+            layout["momentum_buffer"] = "array"
+        return layout
 
     def _update(self, value, grad, state, tmp, lr):
         g = self._decayed_grad(value, grad, tmp)
@@ -356,11 +366,23 @@ def get(identifier) -> Optimizer:
 
 
 def from_config(class_name: str, config: dict) -> Optimizer:
-    """Rebuild an optimizer from its class name and ``get_config()``."""
-    if class_name not in OPTIMIZER_CLASSES:
+    """Rebuild an optimizer from its class name and ``get_config()``.
+
+    Raises:
+        ValueError: for an unknown class or schedule, or a config the constructors do not
+            accept.
+    """
+    if not isinstance(class_name, str) or class_name not in OPTIMIZER_CLASSES:
         raise ValueError(f"unknown optimizer {class_name!r}; known: {sorted(OPTIMIZER_CLASSES)}")
+    if not isinstance(config, dict):
+        raise ValueError(f"{class_name}: the config must be a dict of arguments, got {config!r}")
     config = dict(config)
     lr = config.get("lr")
     if isinstance(lr, dict):
+        if set(lr) != {"schedule", "config"}:
+            raise ValueError(
+                f"{class_name}: lr must be a number or {{'schedule': name, 'config': {{…}}}}, "
+                f"got {lr!r}"
+            )
         config["lr"] = schedules.from_config(lr["schedule"], lr["config"])
-    return OPTIMIZER_CLASSES[class_name](**config)
+    return construct(OPTIMIZER_CLASSES[class_name], config)

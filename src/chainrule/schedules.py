@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from .validate import construct, number, positive_int
+
 PER = ("epoch", "step")
 
 
@@ -17,11 +19,9 @@ class Schedule:
     """Base class. Args: initial_lr (the rate at t = 0); per: "epoch" or "step"."""
 
     def __init__(self, initial_lr: float, per: str = "epoch"):
-        if per not in PER:
+        if not isinstance(per, str) or per not in PER:
             raise ValueError(f"{type(self).__name__}: per must be one of {PER}, got {per!r}")
-        if not initial_lr > 0:
-            raise ValueError(f"{type(self).__name__}: initial_lr must be > 0, got {initial_lr}")
-        self.initial_lr = float(initial_lr)
+        self.initial_lr = number(initial_lr, "initial_lr", type(self).__name__, "> 0")
         self.per = per
 
     def __call__(self, t: int) -> float:
@@ -40,10 +40,8 @@ class StepDecay(Schedule):
 
     def __init__(self, initial_lr: float, step_size: int, gamma: float = 0.1, per: str = "epoch"):
         super().__init__(initial_lr, per)
-        if int(step_size) <= 0:
-            raise ValueError(f"StepDecay: step_size must be a positive integer, got {step_size}")
-        self.step_size = int(step_size)
-        self.gamma = float(gamma)
+        self.step_size = positive_int(step_size, "step_size", "StepDecay")
+        self.gamma = number(gamma, "gamma", "StepDecay", "> 0")
 
     def __call__(self, t):
         return self.initial_lr * self.gamma ** (int(t) // self.step_size)
@@ -57,7 +55,7 @@ class ExponentialDecay(Schedule):
 
     def __init__(self, initial_lr: float, gamma: float, per: str = "epoch"):
         super().__init__(initial_lr, per)
-        self.gamma = float(gamma)
+        self.gamma = number(gamma, "gamma", "ExponentialDecay", "> 0")
 
     def __call__(self, t):
         return self.initial_lr * self.gamma ** int(t)
@@ -74,10 +72,8 @@ class CosineDecay(Schedule):
 
     def __init__(self, initial_lr: float, T_max: int, eta_min: float = 0.0, per: str = "epoch"):
         super().__init__(initial_lr, per)
-        if int(T_max) <= 0:
-            raise ValueError(f"CosineDecay: T_max must be a positive integer, got {T_max}")
-        self.T_max = int(T_max)
-        self.eta_min = float(eta_min)
+        self.T_max = positive_int(T_max, "T_max", "CosineDecay")
+        self.eta_min = number(eta_min, "eta_min", "CosineDecay", ">= 0")
 
     def __call__(self, t):
         t = min(int(t), self.T_max)
@@ -92,7 +88,11 @@ SCHEDULES = {cls.__name__: cls for cls in (StepDecay, ExponentialDecay, CosineDe
 
 
 def from_config(class_name: str, config: dict) -> Schedule:
-    """Rebuild a schedule from its class name and ``get_config()``."""
-    if class_name not in SCHEDULES:
+    """Rebuild a schedule from its class name and ``get_config()``.
+
+    Raises:
+        ValueError: for an unknown class, or a config the constructor does not accept.
+    """
+    if not isinstance(class_name, str) or class_name not in SCHEDULES:
         raise ValueError(f"unknown schedule {class_name!r}; known: {sorted(SCHEDULES)}")
-    return SCHEDULES[class_name](**config)
+    return construct(SCHEDULES[class_name], config)

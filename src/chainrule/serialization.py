@@ -4,31 +4,56 @@ Layout of the archive (all plain arrays, so ``np.load(..., allow_pickle=False)``
 
     __chainrule__              JSON text: format version, model config, compile config and the
                                random state of layers that draw (Dropout), so training resumes
-                               exactly
+                               exactly (schema: ``model_schema.py``)
     param/<layer>/<name>       every parameter value
     state/<layer>/<name>       every non-trainable buffer (``Layer.buffers()``, e.g. BatchNorm's
                                running statistics)
     optimizer/<index>/<key>    optimizer state per parameter (index in model.parameters()):
                                arrays in the model dtype, and integer counters such as Adam's
                                ``step`` as 0-d int64 arrays, read back as exact ints
+
+Loading trusts nothing in the file: the config is read first (at most ``MAX_CONFIG_BYTES``) and
+checked against the schema; the weights it implies are counted before anything is allocated
+(``Sequential.weight_shapes``); every entry is matched against that list, and each array's
+declared size and ``.npy`` header (shape, dtype) are checked before its data is read. So the
+memory a file can make ``load_model`` use is what its architecture honestly needs, whatever
+its entries inflate to, and no pickle is ever unpickled.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import secrets
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import losses as losses_mod
+from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
+from .backend import as_weights
+from .layers.base import layer_class
+from .model_schema import FORMAT, FORMAT_VERSION, check_config, show
 
-FORMAT = "chainrule-model"
-FORMAT_VERSION = 1
+__all__ = ["CONFIG_KEY", "FORMAT", "FORMAT_VERSION", "MAX_CONFIG_BYTES", "atomic_write",
+           "load_model", "save_model"]
+
 CONFIG_KEY = "__chainrule__"
+
+#: The largest ``__chainrule__`` entry ``load_model`` reads: 64 MiB, about 16 M characters of
+#: JSON (a config with a long training history is some kilobytes).
+MAX_CONFIG_BYTES = 64 * 2**20
+
+# What a damaged archive raises while an entry is opened or read.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError,
+               NotImplementedError, ValueError)
+_OPTIMIZER_KEY = re.compile(r"optimizer/(0|[1-9][0-9]*)/([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def save_model(model, path, include_optimizer: bool = True, metadata: dict | None = None) -> None:
@@ -118,105 +143,371 @@ def atomic_write(path, write) -> None:
 def load_model(path, compile: bool = True, custom_objects: dict | None = None):
     """Load a model written by ``save``: same architecture, weights, and (if saved) optimizer.
 
+    Every field of the config and every array is checked before use (see the module
+    docstring); the first problem found is raised with the file and the field or entry.
+
     Args:
         path: the .npz file.
-        compile: restore the loss, metrics and optimizer (with its state) when the file has them.
+        compile: restore the loss, metrics and optimizer (with its state) when the file has them;
+            with False, the optimizer entries are not read.
         custom_objects: name → class for layer classes defined outside chainrule (a file that
             names one is refused without it: loading never builds a class by accident).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a chainrule model (not an .npz, or no chainrule config),
-            or its weights do not fit its architecture.
+        IsADirectoryError: if ``path`` is a directory.
+        PermissionError: if the file cannot be read.
+        ValueError: if the file is not a chainrule model (not an .npz, a truncated or corrupt
+            one, or no chainrule config); a config field of the wrong type or value; weights
+            beyond ``MAX_WEIGHT_BYTES``; an entry the architecture does not have, or one of the
+            wrong shape, size or dtype (complex, strings, objects); NaN or inf weights.
     """
-    from .model import Sequential
-
     path = Path(path)
-    if not path.is_file():
+    where = f"load_model: {path}"
+    if path.is_dir():
+        inside = " (pass the model.npz inside it)" if (path / "model.npz").is_file() else ""
+        raise IsADirectoryError(f"{where} is a directory, not a model file{inside}")
+    if not path.exists():
         raise FileNotFoundError(f"load_model: no such file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise ValueError(
-            f"load_model: {path} is not a chainrule model file (not a readable .npz archive)"
-        ) from exc
-    if CONFIG_KEY not in arrays:
-        raise ValueError(
-            f"load_model: {path} is an .npz archive but not a chainrule model (no "
-            f"{CONFIG_KEY!r} entry); it holds {sorted(arrays)[:5]}"
-        )
-    try:
-        config = json.loads(str(arrays.pop(CONFIG_KEY)))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"load_model: {path} has a corrupt chainrule config: {exc}") from None
-    if config.get("format") != FORMAT:
-        raise ValueError(
-            f"load_model: {path} is not a chainrule model (format {config.get('format')!r})"
-        )
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"load_model: {path} uses format version {config['format_version']}, newer than "
-            f"this chainrule ({FORMAT_VERSION}); upgrade chainrule"
-        )
-    model = Sequential.from_config(config["model"], custom_objects=custom_objects)
-    if not model.built:
-        raise ValueError(f"load_model: {path} describes a model that was never built")
-    for layer in model.layers:
-        for p in layer.parameters():
-            key = f"param/{layer.name}/{p.name}"
-            if key not in arrays:
-                raise ValueError(f"load_model: {path} lacks the weights {key!r}")
-            value = arrays[key]
-            if value.shape != p.value.shape:
+        file = open(path, "rb")  # noqa: SIM115 - closed below, after the archive
+    except PermissionError:
+        raise PermissionError(f"{where}: permission denied (the file cannot be read)") from None
+    with file:
+        magic = file.read(4)
+        file.seek(0)
+        try:
+            archive = zipfile.ZipFile(file)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            if magic[:2] == b"PK":
                 raise ValueError(
-                    f"load_model: {path}: {key} has shape {value.shape}, the architecture needs "
-                    f"{p.value.shape}"
-                )
-            p.value = value.astype(model.dtype, copy=True)
-        buffers = {}
-        for name, own in layer.buffers().items():
-            key = f"state/{layer.name}/{name}"
-            if key not in arrays:
-                raise ValueError(f"load_model: {path} lacks the layer state {key!r}")
-            if arrays[key].shape != own.shape:
+                    f"{where} is a truncated or corrupt .npz (zip) archive ({exc}); save the "
+                    "model again or restore an intact copy"
+                ) from None
+            raise ValueError(
+                f"{where} is not a chainrule model file (not a readable .npz archive)"
+            ) from None
+        with archive:
+            return _Loader(archive, where).load(compile, custom_objects)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An archive member and what its ``.npy`` header declares (``offset``: the header's size)."""
+
+    key: str
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+
+class _Loader:
+    """One ``load_model`` call: the archive, its entries and the message prefix."""
+
+    def __init__(self, archive: zipfile.ZipFile, where: str):
+        self.archive = archive
+        self.where = where
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            name = info.filename
+            if info.is_dir() or not name.endswith(".npy"):
+                raise ValueError(f"{where} holds an entry {name!r} that is not an .npy array; "
+                                 "a chainrule model holds nothing else")
+            key = name[:-len(".npy")]
+            if key in self.members:
+                raise ValueError(f"{where} holds two entries named {name!r}; the archive has "
+                                 "been tampered with")
+            self.members[key] = info
+
+    # ------------------------------------------------------------------ the whole load
+    def load(self, compile: bool, custom_objects):
+        from .model import Sequential
+
+        config = self._config()
+        spec = config["model"]
+        layers = [self._layer(i, layer_spec, custom_objects)
+                  for i, layer_spec in enumerate(spec["layers"])]
+        try:
+            model = Sequential(layers, dtype=spec["dtype"], seed=spec.get("seed"),
+                               name=spec["name"])
+            plan = model.weight_shapes(tuple(spec["input_shape"]))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.where}: {exc}") from None
+        compiled = config["compile"]
+        optimizer = None
+        if compiled is not None and compile:
+            optimizer = self._optimizer(compiled["optimizer"])
+        self._check_names(plan, compiled, optimizer)
+        # Known shapes are checked before the weights exist, so a file cannot make the build
+        # allocate for an architecture its arrays do not match.
+        for layer, _, params, buffers in plan:
+            if params is not None and buffers is not None:
+                self._check_layer_entries(layer, params, buffers, model.dtype)
+        try:
+            model.build(tuple(spec["input_shape"]))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.where}: {exc}") from None
+        if any(params is None or buffers is None for _, _, params, buffers in plan):
+            plan = model.weight_shapes()
+            self._check_names(plan, compiled, optimizer)
+            for layer, _, params, buffers in plan:
+                self._check_layer_entries(layer, params, buffers, model.dtype)
+        for layer in model.layers:
+            for p in layer.parameters():
+                p.value = self._weights(f"param/{layer.name}/{p.name}", model.dtype)
+            layer.set_buffers({name: self._weights(f"state/{layer.name}/{name}", model.dtype)
+                               for name in layer.buffers()})
+        self._rng_states(model, config["rng_states"])
+        model.metadata = config["metadata"]
+        if optimizer is not None:
+            self._compile(model, compiled, optimizer)
+        return model
+
+    # ------------------------------------------------------------------ the config
+    def _config(self) -> dict:
+        info = self.members.pop(CONFIG_KEY, None)
+        if info is None:
+            raise ValueError(
+                f"{self.where} is an .npz archive but not a chainrule model (no "
+                f"{CONFIG_KEY!r} entry); it holds {sorted(self.members)[:5]}"
+            )
+        if info.file_size > MAX_CONFIG_BYTES:
+            raise ValueError(
+                f"{self.where}: the {CONFIG_KEY!r} entry declares {info.file_size} bytes, more "
+                f"than a model config may take ({MAX_CONFIG_BYTES}, "
+                "chainrule.serialization.MAX_CONFIG_BYTES)"
+            )
+        entry = self._header(CONFIG_KEY, info)
+        if entry.dtype.kind != "U" or entry.shape != ():
+            raise ValueError(
+                f"{self.where}: the {CONFIG_KEY!r} entry must be a text scalar, got an array of "
+                f"shape {entry.shape} and dtype {entry.dtype}"
+            )
+        self._check_size(entry)
+        try:
+            config = json.loads(str(self._read(entry)[()]))
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(
+                f"{self.where} has a corrupt chainrule config: {type(exc).__name__}: {exc}"
+            ) from None
+        return check_config(config, self.where)
+
+    def _layer(self, i: int, spec: dict, custom_objects):
+        field = f"model.layers[{i}]"
+        try:
+            cls = layer_class(spec, custom_objects)
+        except ValueError as exc:
+            raise ValueError(f"{self.where}: {field}.class_name: {exc}") from None
+        try:
+            return cls.from_config(dict(spec["config"]))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.where}: {field}.config: {exc}") from None
+
+    def _optimizer(self, spec: dict):
+        try:
+            return optimizers_mod.from_config(spec["class_name"], spec["config"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.where}: compile.optimizer: {exc}") from None
+
+    # ------------------------------------------------------------------ entry names
+    def _check_names(self, plan, compiled, optimizer) -> None:
+        """Refuse entries the config does not account for; require the ones it needs.
+
+        ``plan`` is ``Sequential.weight_shapes``; a layer whose shapes are not known before it
+        is built (None) may own any ``param/`` or ``state/`` entry under its name, and the
+        check is run again, exactly, once it is built.
+        """
+        open_layers, required, n_params = set(), {}, 0
+        for layer, _, params, buffers in plan:
+            if params is None or buffers is None:
+                open_layers.add(layer.name)
+                n_params += sum(1 for key in self.members
+                                if key.startswith(f"param/{layer.name}/"))
+                continue
+            n_params += len(params)
+            required.update({f"param/{layer.name}/{name}": "weights" for name in params})
+            required.update({f"state/{layer.name}/{name}": "layer state" for name in buffers})
+        saves_optimizer = compiled is not None and compiled["include_optimizer"]
+        layout = None if optimizer is None else optimizer.state_layout()
+        for key in self.members:
+            if key in required:
+                continue
+            kind, _, rest = key.partition("/")
+            if kind in ("param", "state") and rest.split("/")[0] in open_layers:
+                continue
+            match = _OPTIMIZER_KEY.fullmatch(key)
+            if saves_optimizer and match and int(match[1]) < n_params and (
+                    layout is None or match[2] in layout):
+                continue
+            why = "the architecture in its config has no such weights"
+            if key.startswith("optimizer/"):
+                if not saves_optimizer:
+                    why = "the config saves no optimizer state"
+                elif layout is None:
+                    why = f"the model has {n_params} parameters"
+                else:
+                    why = (f"not a state entry {sorted(layout)} of {type(optimizer).__name__} "
+                           f"for one of the model's {n_params} parameters")
+            raise ValueError(f"{self.where} holds an unexpected entry {key!r} ({why})")
+        for key, what in required.items():
+            if key not in self.members:
+                raise ValueError(f"{self.where} lacks the {what} {key!r}")
+
+    # ------------------------------------------------------------------ entries
+    def _check_layer_entries(self, layer, params: dict, buffers: dict, dtype) -> None:
+        for prefix, shapes, what in (("param", params, "weights"), ("state", buffers,
+                                                                    "layer state")):
+            for name, shape in shapes.items():
+                key = f"{prefix}/{layer.name}/{name}"
+                if key not in self.members:
+                    raise ValueError(f"{self.where} lacks the {what} {key!r}")
+                self._check_array(key, tuple(shape), dtype)
+
+    def _check_array(self, key: str, shape: tuple[int, ...], dtype) -> _Entry:
+        """The entry's header against the shape and dtype the architecture needs."""
+        entry = self._header(key, self.members[key])
+        if not np.can_cast(entry.dtype, dtype, "same_kind"):
+            raise ValueError(
+                f"{self.where}: {key} has dtype {entry.dtype}, expected float32 or float64 (or "
+                f"integers and bools that {np.dtype(dtype)} holds exactly)"
+            )
+        if entry.shape != shape:
+            raise ValueError(
+                f"{self.where}: {key} has shape {entry.shape}, the architecture needs {shape}"
+            )
+        self._check_size(entry)
+        return entry
+
+    def _header(self, key: str, info: zipfile.ZipInfo) -> _Entry:
+        """Read only the ``.npy`` header of an entry; refuse object (pickled) arrays."""
+        fmt = np.lib.format
+        try:
+            with self.archive.open(info) as f:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = fmt.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                offset = f.tell()
+        except _ZIP_ERRORS as exc:
+            raise ValueError(
+                f"{self.where}: {key} cannot be read as an .npy array ({type(exc).__name__}: "
+                f"{exc}); the file is corrupt"
+            ) from None
+        if dtype.hasobject:
+            raise ValueError(
+                f"{self.where}: {key} holds Python objects (dtype {dtype}), which only a pickle "
+                "can restore; chainrule models never do, and unpickling could run code"
+            )
+        return _Entry(key, info, tuple(shape), dtype, offset)
+
+    def _check_size(self, entry: _Entry) -> None:
+        """The entry's declared uncompressed size must be its header plus its data, exactly:
+        a larger one is a bomb or hides data, a smaller one a truncated entry."""
+        need = entry.offset + math.prod(entry.shape) * entry.dtype.itemsize
+        if entry.info.file_size != need:
+            raise ValueError(
+                f"{self.where}: {entry.key} declares {entry.info.file_size} bytes uncompressed, "
+                f"but its header describes {need} (an array of shape {entry.shape} and dtype "
+                f"{entry.dtype}); the entry is corrupt or was tampered with"
+            )
+
+    def _read(self, entry: _Entry) -> np.ndarray:
+        """The array of a checked entry (NumPy reads it in chunks, without pickles)."""
+        try:
+            with self.archive.open(entry.info) as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+        except _ZIP_ERRORS as exc:
+            raise ValueError(
+                f"{self.where}: {entry.key} cannot be read ({type(exc).__name__}: {exc}); the "
+                "file is corrupt"
+            ) from None
+
+    def _weights(self, key: str, dtype) -> np.ndarray:
+        """A checked weight array, cast to ``dtype``; refused for NaN/inf or inexact values."""
+        entry = self._header(key, self.members[key])
+        try:
+            return as_weights(self._read(entry), dtype, f"{self.where}: {key}")
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+
+    # ------------------------------------------------------------------ the rest of the state
+    def _rng_states(self, model, states: dict) -> None:
+        drawing = {layer.name: layer for layer in model.layers
+                   if isinstance(getattr(layer, "rng", None), np.random.Generator)}
+        for name, state in states.items():
+            field = f"rng_states[{show(name)}]"
+            if name not in drawing:
                 raise ValueError(
-                    f"load_model: {path}: {key} has shape {arrays[key].shape}, the architecture "
-                    f"needs {own.shape}"
+                    f"{self.where}: {field} names no layer that draws random numbers; those "
+                    f"are {sorted(drawing)}"
                 )
-            buffers[name] = arrays[key]
-        layer.set_buffers(buffers)
-    for layer in model.layers:
-        state = config.get("rng_states", {}).get(layer.name)
-        if state is not None:
-            layer.rng.bit_generator.state = state
-    model.metadata = config.get("metadata", {})
-    compiled = config.get("compile")
-    if compile and compiled:
-        loss = losses_mod.from_config(compiled["loss"]["class_name"], compiled["loss"]["config"])
-        spec = compiled["optimizer"]
-        optimizer = optimizers_mod.from_config(spec["class_name"], spec["config"])
-        optimizer.iterations = int(spec.get("iterations", 0))
-        optimizer.epoch = int(spec.get("epoch", 0))
-        model.compile(optimizer=optimizer, loss=loss, metrics=compiled.get("metrics") or None)
+            bit_generator = drawing[name].rng.bit_generator
+            try:
+                bit_generator.state = state
+            except (TypeError, ValueError, KeyError, OverflowError) as exc:
+                raise ValueError(
+                    f"{self.where}: {field} is not a valid {type(bit_generator).__name__} "
+                    f"state ({type(exc).__name__}: {exc})"
+                ) from None
+
+    def _compile(self, model, compiled: dict, optimizer) -> None:
+        try:
+            loss = losses_mod.from_config(compiled["loss"]["class_name"],
+                                          compiled["loss"]["config"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.where}: compile.loss: {exc}") from None
+        optimizer.iterations = compiled["optimizer"]["iterations"]
+        optimizer.epoch = compiled["optimizer"]["epoch"]
+        for i, name in enumerate(compiled["metrics"]):
+            try:
+                metrics_mod.get_metric(name)
+            except ValueError as exc:
+                raise ValueError(f"{self.where}: compile.metrics[{i}]: {exc}") from None
+        try:
+            model.compile(optimizer=optimizer, loss=loss, metrics=compiled["metrics"] or None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.where}: compile: {exc}") from None
+        layout = optimizer.state_layout()
         for i, p in enumerate(model.parameters()):
             prefix = f"optimizer/{i}/"
-            state = {
-                key[len(prefix):]: _state_entry(value, model.dtype)
-                for key, value in arrays.items()
-                if key.startswith(prefix)
-            }
-            if state:
-                if isinstance(optimizer, optimizers_mod.Adam) and "step" not in state:
-                    # Files written before Adam counted steps per parameter: their moments
-                    # were bias-corrected with the optimizer's iterations.
-                    state["step"] = optimizer.iterations
-                optimizer.state[p] = state
-    return model
+            keys = [key for key in self.members if key.startswith(prefix)]
+            if not keys:
+                continue
+            missing = [k for k, kind in layout.items()
+                       if kind == "array" and prefix + k not in self.members]
+            if missing:
+                raise ValueError(
+                    f"{self.where} lacks the optimizer state {prefix + missing[0]!r} (it has "
+                    f"{sorted(keys)})"
+                )
+            state = {}
+            for key in keys:
+                name = key[len(prefix):]
+                if layout[name] == "count":
+                    state[name] = self._counter(key)
+                else:
+                    self._check_array(key, p.shape, model.dtype)
+                    state[name] = self._weights(key, model.dtype)
+            if isinstance(optimizer, optimizers_mod.Adam) and "step" not in state:
+                # Files written before Adam counted steps per parameter: their moments were
+                # bias-corrected with the optimizer's iterations.
+                state["step"] = optimizer.iterations
+            optimizer.state[p] = state
 
-
-def _state_entry(value: np.ndarray, dtype) -> np.ndarray | int:
-    """A saved optimizer-state entry: an integer counter as an exact int, an array in ``dtype``."""
-    if value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
-        return int(value)
-    return value.astype(dtype, copy=True)
+    def _counter(self, key: str) -> int:
+        """An integer counter saved as a 0-d integer array (Adam's step), as an exact int."""
+        entry = self._header(key, self.members[key])
+        if entry.shape != () or entry.dtype.kind not in "iu":
+            raise ValueError(
+                f"{self.where}: {key} must be an integer scalar, got an array of shape "
+                f"{entry.shape} and dtype {entry.dtype}"
+            )
+        self._check_size(entry)
+        value = int(self._read(entry))
+        if value < 0:
+            raise ValueError(f"{self.where}: {key} must be >= 0, got {value}")
+        return value

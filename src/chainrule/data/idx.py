@@ -20,6 +20,7 @@ import gzip
 import math
 import os
 import secrets
+import stat
 import zlib
 from pathlib import Path
 
@@ -29,6 +30,7 @@ __all__ = [
     "IDXError",
     "IMAGES_MAGIC",
     "LABELS_MAGIC",
+    "MAX_BYTES",
     "read_idx",
     "read_idx_images",
     "read_idx_labels",
@@ -39,6 +41,15 @@ IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+#: The largest payload ``read_idx`` accepts by default: 4 GiB, about 90 times MNIST's training
+#: images (47 MB). A header that declares more is refused before anything is allocated, so a
+#: small file cannot make the reader ask for more memory than this; read a genuine larger file
+#: with ``read_idx(path, max_bytes=...)``.
+MAX_BYTES = 4 * 2**30
+
+_CHUNK = 2**20  # bytes per read: memory is the declared array plus one chunk
+_TRAILING_SCAN = 2**20  # bytes past the declared payload read to say how many trail it
 
 _CODE_TO_DTYPE = {
     0x08: np.dtype("u1"),
@@ -89,22 +100,29 @@ def _resolve_expect(expect: int | str | None) -> int | None:
     return magic
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Return the file's bytes, gunzipped when it starts with the gzip magic 1f 8b."""
-    raw = path.read_bytes()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise IDXError(
-            f"{path} is a corrupt gzip file ({type(exc).__name__}: {exc}); "
-            "download it again or replace it with an intact copy"
-        ) from exc
+def _describe_bytes(n: int) -> str:
+    """A byte count for messages: '4.0 GiB', '47.0 MiB', '816 bytes'."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
-def _parse_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int, int]:
-    """Validate the header; return (big-endian dtype, shape, magic, payload offset)."""
+def _read_up_to(stream, n: int) -> bytes:
+    """Up to ``n`` bytes from ``stream``, fewer only at the end of the data."""
+    parts, got = [], 0
+    while got < n:
+        part = stream.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _parse_header(stream, path: Path) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """Read and validate the header; return (big-endian dtype, shape, magic, header length)."""
+    data = _read_up_to(stream, 4)
     if len(data) < 4:
         raise IDXError(
             f"{path} is too short to be an IDX file: {len(data)} bytes, "
@@ -126,6 +144,7 @@ def _parse_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], i
             f"{path} declares rank 0 (magic byte 4); an IDX file needs at least one dimension"
         )
     offset = 4 + 4 * rank
+    data += _read_up_to(stream, offset - 4)
     if len(data) < offset:
         raise IDXError(
             f"{path} is truncated inside its header: rank {rank} needs {offset} header bytes, "
@@ -136,15 +155,28 @@ def _parse_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], i
     return _CODE_TO_DTYPE[code], shape, magic, offset
 
 
-def read_idx(path: str | os.PathLike, expect: int | str | None = None) -> np.ndarray:
+def _check_max_bytes(max_bytes) -> int:
+    if not isinstance(max_bytes, int | np.integer) or isinstance(max_bytes, bool) or max_bytes < 0:
+        raise ValueError(f"read_idx: max_bytes must be an integer >= 0, got {max_bytes!r}")
+    return int(max_bytes)
+
+
+def read_idx(path: str | os.PathLike, expect: int | str | None = None,
+             max_bytes: int | None = None) -> np.ndarray:
     """Read an IDX file, raw or gzip-compressed, into a native-endian NumPy array.
 
-    Compression is detected from the content (gzip magic bytes 1f 8b), not the file name.
+    Compression is detected from the content (gzip magic bytes 1f 8b), not the file name. The
+    file is read as a stream: the header first, then exactly the payload it declares, straight
+    into the result, so memory is the declared array plus a 1 MiB chunk whatever the file
+    inflates to. A header declaring more than ``max_bytes`` of payload is refused before any
+    payload is read; data past the declared payload is an error (at most 1 MiB of it is read
+    to say how much there is).
 
     Args:
         path: the file to read.
         expect: optional check of the full magic number before the payload is read:
             'images' (2051: uint8, rank 3), 'labels' (2049: uint8, rank 1) or any int magic.
+        max_bytes: the largest payload accepted, in bytes; default ``MAX_BYTES`` (4 GiB).
 
     Returns:
         An array with the header's shape and dtype (uint8, int8, int16, int32, float32 or
@@ -153,12 +185,31 @@ def read_idx(path: str | os.PathLike, expect: int | str | None = None) -> np.nda
     Raises:
         FileNotFoundError: the file does not exist.
         IDXError: corrupt gzip, bad magic bytes, unknown type code, rank 0, truncated header
-            or payload, trailing bytes, or a magic number other than `expect`.
+            or payload, trailing bytes, a payload larger than ``max_bytes``, or a magic number
+            other than `expect`.
     """
     path = Path(path)
     expected_magic = _resolve_expect(expect)
-    data = _read_bytes(path)
-    be_dtype, shape, magic, offset = _parse_header(data, path)
+    max_bytes = _check_max_bytes(MAX_BYTES if max_bytes is None else max_bytes)
+    with open(path, "rb") as raw:
+        if raw.peek(2)[:2] != _GZIP_MAGIC:
+            info = os.fstat(raw.fileno())
+            size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            return _read_stream(raw, path, expected_magic, max_bytes, size)
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _read_stream(stream, path, expected_magic, max_bytes, None)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise IDXError(
+                f"{path} is a corrupt gzip file ({type(exc).__name__}: {exc}); "
+                "download it again or replace it with an intact copy"
+            ) from exc
+
+
+def _read_stream(stream, path: Path, expected_magic: int | None, max_bytes: int,
+                 size: int | None) -> np.ndarray:
+    """Header, checks, then the payload of an IDX stream (``size``: the total, when known)."""
+    be_dtype, shape, magic, offset = _parse_header(stream, path)
     if expected_magic is not None and magic != expected_magic:
         hint = ""
         if {magic, expected_magic} == {IMAGES_MAGIC, LABELS_MAGIC}:
@@ -170,22 +221,56 @@ def read_idx(path: str | os.PathLike, expect: int | str | None = None) -> np.nda
     dtype = be_dtype.newbyteorder("=")
     count = math.prod(shape)
     need = count * dtype.itemsize
-    have = len(data) - offset
-    what = f"expected {need} payload bytes for shape {shape} {dtype.name}, file has {have}"
-    if have < need:
-        raise IDXError(f"{path} is truncated: {what}; download the file again")
-    if have > need:
+    if need > max_bytes:
         raise IDXError(
-            f"{path} is longer than its header says: {what} ({have - need} trailing bytes); "
-            "the file is corrupt or was written with a wrong header"
+            f"{path} declares shape {shape} {dtype.name}: {need} payload bytes "
+            f"({_describe_bytes(need)}), more than the limit of {max_bytes} bytes "
+            f"({_describe_bytes(max_bytes)}); if the file is genuine, pass a larger "
+            "read_idx(..., max_bytes=) (the default is chainrule.data.idx.MAX_BYTES)"
         )
-    array = np.frombuffer(data, dtype=be_dtype, count=count, offset=offset)
+    what = f"expected {need} payload bytes for shape {shape} {dtype.name}"
+    if size is not None and size - offset != need:
+        _refuse_size(path, what, size - offset, need, exact=True)
+    array = np.empty(count, dtype=dtype)
+    view = memoryview(array.view(np.uint8).reshape(-1))
+    got = 0
+    while got < need:
+        n = stream.readinto(view[got:got + _CHUNK])
+        if not n:
+            break
+        got += n
+    if got < need:
+        _refuse_size(path, what, got, need, exact=True)
+    extra = 0
+    while extra <= _TRAILING_SCAN:
+        part = stream.read(_CHUNK)
+        if not part:
+            break
+        extra += len(part)
+    if extra:
+        _refuse_size(path, what, need + extra, need, exact=extra <= _TRAILING_SCAN)
+    if not be_dtype.isnative:
+        array.byteswap(inplace=True)
     try:
-        return array.astype(dtype).reshape(shape)
+        return array.reshape(shape)
     except ValueError as exc:
         raise IDXError(
             f"{path} declares rank {len(shape)}, which NumPy cannot represent ({exc})"
         ) from exc
+
+
+def _refuse_size(path: Path, what: str, have: int, need: int, exact: bool) -> None:
+    """Raise the truncated / trailing-bytes IDXError for a payload of ``have`` bytes."""
+    if have < need:
+        raise IDXError(f"{path} is truncated: {what}, file has {have}; download the file again")
+    if exact:
+        extra = f"file has {have} ({have - need} trailing bytes)"
+    else:
+        extra = f"file has more than {have} (over {have - need} trailing bytes; not all read)"
+    raise IDXError(
+        f"{path} is longer than its header says: {what}, {extra}; "
+        "the file is corrupt or was written with a wrong header"
+    )
 
 
 def read_idx_images(path: str | os.PathLike) -> np.ndarray:

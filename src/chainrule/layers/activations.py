@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..validate import number
 from .base import Layer
 
 
@@ -46,7 +47,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, alpha: float = 0.01, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
-        self.alpha = float(alpha)
+        self.alpha = number(alpha, "alpha", "LeakyReLU")
 
     def _forward(self, x, training):
         mask = x > 0
@@ -133,8 +134,11 @@ ACTIVATIONS: dict[str, type[Layer]] = {
 }
 
 
-def get(name: str) -> type[Layer]:
+def get(name: str, what: str | None = None) -> type[Layer]:
     """Return the activation layer class for ``name`` ("relu", "sigmoid", …).
+
+    Args:
+        what: the argument that named it, for the message, e.g. ``"Dense: activation"``.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
@@ -142,6 +146,7 @@ def get(name: str) -> type[Layer]:
     try:
         return ACTIVATIONS[name]
     except (KeyError, TypeError):
+        where = f"{what}: " if what else ""
         raise ValueError(
-            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
+            f"{where}unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
         ) from None

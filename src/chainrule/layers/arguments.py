@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from ..validate import is_int
 
-
-def is_int(value) -> bool:
-    """True for Python and NumPy integers, False for bools."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+__all__ = ["flat_image_hint", "int_pair", "is_int", "pad_amounts", "padding_arg",
+           "received_shape"]
 
 
 def int_pair(value, what: str, kind: str, minimum: int = 1) -> tuple[int, int]:

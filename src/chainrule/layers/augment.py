@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .arguments import is_int, received_shape
+from ..validate import non_negative_int
+from ..validate import seed as seed_arg
+from .arguments import received_shape
 from .base import Layer
 
 
@@ -33,11 +35,12 @@ class RandomShift(Layer):
 
     def __init__(self, max_shift: int = 2, seed: int | None = None, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
-        if not is_int(max_shift) or max_shift < 0:
-            raise ValueError(f"RandomShift: max_shift must be an integer >= 0, got {max_shift!r}")
-        self.max_shift = int(max_shift)
-        self.seed = seed
+        self.max_shift = non_negative_int(max_shift, "max_shift", "RandomShift")
+        self.seed = seed_arg(seed, "seed", "RandomShift")
         self.rng: np.random.Generator | None = None
+
+    def param_shapes(self, input_shape):
+        return {}
 
     def _build(self, input_shape, rng):
         seed = self.seed if self.seed is not None else int(rng.integers(2**63))

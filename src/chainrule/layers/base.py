@@ -14,14 +14,25 @@ validation: the checks live here, once, before the math runs.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import DEFAULT_DTYPE, FLOAT_DTYPES, as_float_dtype
 from ..parameter import Parameter
 from ..registry import Registry, is_builtin
+from ..validate import construct, is_int
 
 #: chainrule's own layer classes by name (a user's subclass is never registered by itself).
 LAYERS = Registry("layer")
+
+#: The most bytes of weights (parameters and buffers) one layer or one Sequential may create:
+#: 2**33 bytes (8.6 GB), 2**31 float32 values, some 25 000 times the MNIST CNN. ``build``
+#: counts what a configuration needs from ``param_shapes`` before allocating anything, so
+#: a typo (``Dense(10**12)``) or a tampered model file fails at once with the number, instead
+#: of exhausting memory. Read at every build: set ``chainrule.layers.base.MAX_WEIGHT_BYTES``
+#: to a larger value to build larger models.
+MAX_WEIGHT_BYTES = 2**33
 
 
 class Layer:
@@ -54,7 +65,7 @@ class Layer:
             raise TypeError(f"{type(self).__name__}: name must be a string, got {name!r}")
         self.name = name or type(self).__name__.lower()
         self._auto_name = name is None
-        self.input_shape = None if input_shape is None else _as_shape(input_shape, self)
+        self.input_shape = None if input_shape is None else as_shape(input_shape, self)
         self.output_shape = None
         self.built = False
         self.dtype: np.dtype | None = None
@@ -70,11 +81,19 @@ class Layer:
             input_shape: per-sample input shape, e.g. ``(784,)``.
             rng: the Generator that draws initial weights (a fresh unseeded one if omitted).
             dtype: float32 (default) or float64.
+
+        Raises:
+            ValueError: for a sample shape the layer cannot take, or weights larger than
+                ``MAX_WEIGHT_BYTES`` (counted from ``param_shapes`` before anything is allocated).
         """
-        shape = _as_shape(input_shape, self)
+        shape = as_shape(input_shape, self)
         self.dtype = as_float_dtype(DEFAULT_DTYPE if dtype is None else dtype)
         rng = np.random.default_rng() if rng is None else rng
         self._check_sample_shape(shape)
+        params, buffers = self.param_shapes(shape), self.buffer_shapes(shape)
+        if params is not None and buffers is not None:
+            check_weight_budget(count_values(params) + count_values(buffers), self.dtype,
+                                self._label())
         self._build(shape, rng)
         self.input_shape = shape
         self.output_shape = self.compute_output_shape(shape)
@@ -82,6 +101,22 @@ class Layer:
 
     def _build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> None:
         """Create parameters; layers without weights keep the default (nothing)."""
+
+    def param_shapes(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]] | None:
+        """The shapes of the parameters ``build(input_shape)`` creates, by name, without
+        creating them: what ``build`` checks against ``MAX_WEIGHT_BYTES`` and ``load_model``
+        checks a file's arrays against before reading them.
+
+        Layers with weights override it (Dense: ``{"W": (D, M), "b": (M,)}``). The default is
+        ``{}`` for a layer that keeps ``Layer._build`` (it creates nothing) and None, "known
+        only once built", for one that overrides ``_build`` without saying.
+        """
+        return {} if type(self)._build is Layer._build else None
+
+    def buffer_shapes(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]] | None:
+        """The shapes of the buffers (see ``buffers``) that ``build(input_shape)`` creates, by
+        name: ``{}`` by default, None for a class that overrides ``buffers`` without saying."""
+        return {} if type(self).buffers is Layer.buffers else None
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Per-sample output shape for a per-sample input shape (same shape by default)."""
@@ -99,6 +134,13 @@ class Layer:
         """Raise ValueError if one sample of this shape cannot go through the layer.
 
         ``batch`` is the batch size N when known, so that messages show the received shape.
+        """
+
+    def _check_values(self, x: np.ndarray) -> None:
+        """Raise ValueError for values the layer cannot take (Embedding: ids out of range).
+
+        Run on every input, by ``forward`` and, for a model's first layer, by Sequential at
+        its boundary (which calls ``_call`` directly); finiteness is checked separately.
         """
 
     # ------------------------------------------------------------------ forward / backward
@@ -195,6 +237,7 @@ class Layer:
             dtype = None if self.integer_input else x.dtype
             self.build(x.shape[1:], dtype=dtype)
             self._check_sample_shape(x.shape[1:], batch=x.shape[0])
+        self._check_values(x)
         return x
 
     def _label(self) -> str:
@@ -246,7 +289,8 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict) -> Layer:
-        return cls(**config)
+        """``cls(**config)``; ValueError for a key the constructor does not take."""
+        return construct(cls, config)
 
     def twin(self) -> Layer:
         """A new, unbuilt layer of this layer's own class, settings and name (no weights)."""
@@ -274,18 +318,70 @@ def check_finite(x: np.ndarray, where: str) -> None:
         )
 
 
-def _as_shape(shape, layer) -> tuple[int, ...]:
-    if isinstance(shape, int | np.integer):
+def count_values(shapes: dict[str, tuple[int, ...]]) -> int:
+    """The number of values in arrays of these shapes."""
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def describe_bytes(n: int) -> str:
+    """A byte count for messages, in decimal units: '4.0 TB', '8.6 GB', '512 bytes'."""
+    for unit, size in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6),
+                       ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def describe_count(n: int) -> str:
+    """'1.0e12' for large counts, '12,345' below a million."""
+    if n < 10**6:
+        return f"{n:,}"
+    exponent = len(str(n)) - 1
+    mantissa = n / 10**exponent
+    if round(mantissa, 1) >= 10:
+        exponent, mantissa = exponent + 1, mantissa / 10
+    return f"{mantissa:.1f}e{exponent}"
+
+
+def check_weight_budget(count: int, dtype, what: str, detail: str = "") -> None:
+    """Raise ValueError if ``count`` values of ``dtype`` exceed ``MAX_WEIGHT_BYTES``.
+
+    Args:
+        what: who needs them, e.g. ``"Dense 'dense_1'"`` or ``"this model"``.
+        detail: appended after the counts, e.g. which layer needs the most.
+    """
+    dtype = np.dtype(dtype)
+    need = count * dtype.itemsize
+    if need > MAX_WEIGHT_BYTES:
+        raise ValueError(
+            f"{what} needs {describe_bytes(need)} of weights ({describe_count(count)} "
+            f"parameters, {dtype.name}){detail}; the limit is {describe_bytes(MAX_WEIGHT_BYTES)} "
+            "(chainrule.layers.base.MAX_WEIGHT_BYTES): use smaller layers, or raise the limit "
+            "if the machine has the memory"
+        )
+
+
+def as_shape(shape, layer) -> tuple[int, ...]:
+    """A per-sample shape (an int or a sequence of ints) as a tuple of positive ints.
+
+    Raises:
+        TypeError: for anything but ints (floats, bools and strings included), naming the layer.
+        ValueError: for a dimension <= 0.
+    """
+    if is_int(shape):
         shape = (shape,)
     try:
-        shape = tuple(int(s) for s in shape)
+        dims = tuple(shape)
     except TypeError:
+        dims = None
+    if dims is None or isinstance(shape, str | bytes) or not all(is_int(s) for s in dims):
         raise TypeError(
             f"{type(layer).__name__}: input_shape must be a tuple of ints, got {shape!r}"
-        ) from None
-    if any(s <= 0 for s in shape):
-        raise ValueError(f"{type(layer).__name__}: input_shape must be positive, got {shape}")
-    return shape
+        )
+    dims = tuple(int(s) for s in dims)
+    if any(s <= 0 for s in dims):
+        raise ValueError(f"{type(layer).__name__}: input_shape must be positive, got {dims}")
+    return dims
 
 
 def register(cls: type[Layer]) -> type[Layer]:
@@ -321,8 +417,18 @@ def make_layer(spec: dict, custom_objects: dict | None = None) -> Layer:
         custom_objects: name → class for classes defined outside chainrule.
 
     Raises:
-        ValueError: for an unknown class name, or a class saved from another module that was
-            neither passed in ``custom_objects`` nor registered from that module.
+        ValueError: for an unknown class name, a class saved from another module that was
+            neither passed in ``custom_objects`` nor registered from that module, or a config
+            its constructor refuses.
+    """
+    return layer_class(spec, custom_objects).from_config(spec["config"])
+
+
+def layer_class(spec: dict, custom_objects: dict | None = None) -> type[Layer]:
+    """The class a :func:`layer_spec` dict names (see :func:`make_layer`).
+
+    Raises:
+        ValueError: as :func:`make_layer`, for the class.
     """
     name, module = spec["class_name"], spec.get("module")
     if custom_objects and name in custom_objects:
@@ -336,4 +442,4 @@ def make_layer(spec: dict, custom_objects: dict | None = None) -> Layer:
                 f"layer class {name!r} was saved from module {module!r}, not from chainrule; "
                 f"pass custom_objects={{{name!r}: {name}}} (the class itself) to rebuild it"
             )
-    return cls.from_config(spec["config"])
+    return cls

@@ -9,7 +9,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import initializers
 from ..parameter import Parameter
-from .arguments import int_pair, is_int, pad_amounts, padding_arg, received_shape
+from ..validate import boolean, positive_int
+from .arguments import int_pair, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
 
@@ -60,7 +61,8 @@ class Conv2D(Layer):
 
     Raises:
         ValueError: at construction for a non-positive filters, kernel size, stride or dilation,
-            a negative padding or an unknown padding string; at forward for an input that is
+            a negative padding, an unknown padding string or initializer, or a use_bias other
+            than True/False; at forward for an input that is
             not (N, C, H, W) or (N, H, W), a channel count other than the one the layer was
             built for, or a kernel larger than the padded input.
     """
@@ -79,18 +81,16 @@ class Conv2D(Layer):
         input_shape=None,
     ):
         super().__init__(name=name, input_shape=input_shape)
-        if not is_int(filters) or filters <= 0:
-            raise ValueError(f"Conv2D: filters must be a positive integer, got {filters!r}")
-        self.filters = int(filters)
+        self.filters = positive_int(filters, "filters", "Conv2D")
         self.kernel_size = int_pair(kernel_size, "kernel_size", "Conv2D")
         self.strides = int_pair(strides, "strides", "Conv2D")
         self.dilation = int_pair(dilation, "dilation", "Conv2D")
         self.padding = padding_arg(padding, "Conv2D")
-        self.use_bias = bool(use_bias)
+        self.use_bias = boolean(use_bias, "use_bias", "Conv2D")
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
-        initializers.get(kernel_initializer)
-        initializers.get(bias_initializer)
+        initializers.get(kernel_initializer, "Conv2D: kernel_initializer")
+        initializers.get(bias_initializer, "Conv2D: bias_initializer")
         self.W: Parameter | None = None
         self.b: Parameter | None = None
 
@@ -108,6 +108,13 @@ class Conv2D(Layer):
             b = initializers.get(self.bias_initializer)((self.filters,), rng, self.dtype)
             self.b = Parameter(b, "b")
             self._params.append(self.b)
+
+    def param_shapes(self, input_shape):
+        channels = 1 if len(input_shape) == 2 else input_shape[0]
+        shapes = {"W": (self.filters, channels, *self.kernel_size)}
+        if self.use_bias:
+            shapes["b"] = (self.filters,)
+        return shapes
 
     def _spatial_out(self, h: int, w: int) -> tuple[int, int]:
         out = []

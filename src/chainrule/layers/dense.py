@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import initializers
 from ..parameter import Parameter
+from ..validate import boolean, positive_int
 from .base import Layer
 
 
@@ -29,7 +30,9 @@ class Dense(Layer):
         bias_initializer: initializer name for b ("zeros" by default).
 
     Raises:
-        ValueError: at forward, if the last axis of x is not the D the layer was built for.
+        ValueError: at construction for units that are not a positive integer, an unknown
+            activation or initializer, or a use_bias other than True/False; at forward, if the
+            last axis of x is not the D the layer was built for.
     """
 
     def __init__(
@@ -43,19 +46,17 @@ class Dense(Layer):
         input_shape=None,
     ):
         super().__init__(name=name, input_shape=input_shape)
-        if not isinstance(units, int | np.integer) or isinstance(units, bool) or units <= 0:
-            raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
-        self.units = int(units)
+        self.units = positive_int(units, "units", "Dense")
         self.activation = activation
         if activation is not None:
             from .activations import get as get_activation
 
-            get_activation(activation)
-        self.use_bias = bool(use_bias)
+            get_activation(activation, "Dense: activation")
+        self.use_bias = boolean(use_bias, "use_bias", "Dense")
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
-        initializers.get(kernel_initializer)
-        initializers.get(bias_initializer)
+        initializers.get(kernel_initializer, "Dense: kernel_initializer")
+        initializers.get(bias_initializer, "Dense: bias_initializer")
         self.W: Parameter | None = None
         self.b: Parameter | None = None
 
@@ -68,6 +69,12 @@ class Dense(Layer):
             b = initializers.get(self.bias_initializer)((self.units,), rng, self.dtype)
             self.b = Parameter(b, "b")
             self._params.append(self.b)
+
+    def param_shapes(self, input_shape):
+        shapes = {"W": (input_shape[-1], self.units)}
+        if self.use_bias:
+            shapes["b"] = (self.units,)
+        return shapes
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

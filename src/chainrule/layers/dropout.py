@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validate import number
+from ..validate import seed as seed_arg
 from .base import Layer
 
 
@@ -18,16 +20,19 @@ class Dropout(Layer):
         rate: probability of dropping an entry, in [0, 1).
         seed: seed of this layer's own Generator; by default a Sequential derives one from its
             seed, so training is reproducible either way.
+
+    Raises:
+        ValueError: for a rate outside [0, 1) or a seed that is not None or an integer >= 0.
     """
 
     def __init__(self, rate: float, seed: int | None = None, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
-        rate = float(rate)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout: rate must lie in [0, 1), got {rate}")
-        self.rate = rate
-        self.seed = seed
+        self.rate = number(rate, "rate", "Dropout", "[0, 1)")
+        self.seed = seed_arg(seed, "seed", "Dropout")
         self.rng: np.random.Generator | None = None
+
+    def param_shapes(self, input_shape):
+        return {}
 
     def _build(self, input_shape, rng):
         seed = self.seed if self.seed is not None else int(rng.integers(2**63))

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import initializers
 from ..parameter import Parameter
+from ..validate import positive_int
 from .base import Layer
 
 
@@ -20,6 +21,11 @@ class Embedding(Layer):
         input_dim: V, the vocabulary size; ids must lie in [0, V).
         output_dim: E, the vector size.
         embeddings_initializer: initializer name for W ("normal" by default, std 0.01).
+
+    Raises:
+        ValueError: at construction for a non-positive input_dim or output_dim or an unknown
+            initializer; at forward (on its own or as a model's first layer) for ids outside
+            [0, V).
     """
 
     integer_input = True
@@ -33,15 +39,10 @@ class Embedding(Layer):
         input_shape=None,
     ):
         super().__init__(name=name, input_shape=input_shape)
-        if int(input_dim) <= 0 or int(output_dim) <= 0:
-            raise ValueError(
-                f"Embedding: input_dim and output_dim must be positive, got {input_dim}, "
-                f"{output_dim}"
-            )
-        self.input_dim = int(input_dim)
-        self.output_dim = int(output_dim)
+        self.input_dim = positive_int(input_dim, "input_dim", "Embedding")
+        self.output_dim = positive_int(output_dim, "output_dim", "Embedding")
         self.embeddings_initializer = embeddings_initializer
-        initializers.get(embeddings_initializer)
+        initializers.get(embeddings_initializer, "Embedding: embeddings_initializer")
         self.W: Parameter | None = None
 
     def _build(self, input_shape, rng):
@@ -49,17 +50,20 @@ class Embedding(Layer):
         self.W = Parameter(init((self.input_dim, self.output_dim), rng, self.dtype), "W")
         self._params = [self.W]
 
+    def param_shapes(self, input_shape):
+        return {"W": (self.input_dim, self.output_dim)}
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
 
-    def _validate_input(self, x):
-        x = super()._validate_input(x)
-        if x.min() < 0 or x.max() >= self.input_dim:
+    def _check_values(self, x):
+        # A negative id would index from the end of W (NumPy wraps it) instead of failing.
+        low, high = x.min(), x.max()
+        if low < 0 or high >= self.input_dim:
             raise ValueError(
                 f"{self._label()} expected ids in [0, {self.input_dim}), got values in "
-                f"[{x.min()}, {x.max()}]"
+                f"[{low}, {high}]"
             )
-        return x
 
     def _forward(self, x, training):
         if training:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..parameter import Parameter
+from ..validate import number
 from .arguments import received_shape
 from .base import Layer
 
@@ -61,16 +62,10 @@ class BatchNorm(Layer):
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
-        momentum, eps = float(momentum), float(eps)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(
-                "BatchNorm: momentum must lie in [0, 1] (PyTorch's convention: the weight of "
-                f"the new batch, 0.1 by default), got {momentum}"
-            )
-        if not eps > 0.0:
-            raise ValueError(f"BatchNorm: eps must be positive, got {eps}")
-        self.momentum = momentum
-        self.eps = eps
+        self.momentum = number(
+            momentum, "momentum", "BatchNorm", "[0, 1]",
+            " (PyTorch's convention: the weight of the new batch, 0.1 by default)")
+        self.eps = number(eps, "eps", "BatchNorm", "positive")
         self.gamma: Parameter | None = None
         self.beta: Parameter | None = None
         self.running_mean: np.ndarray | None = None
@@ -83,6 +78,12 @@ class BatchNorm(Layer):
         self._params = [self.gamma, self.beta]
         self.running_mean = np.zeros(channels, dtype=self.dtype)
         self.running_var = np.ones(channels, dtype=self.dtype)
+
+    def param_shapes(self, input_shape):
+        return {"gamma": (input_shape[0],), "beta": (input_shape[0],)}
+
+    def buffer_shapes(self, input_shape):
+        return {"running_mean": (input_shape[0],), "running_var": (input_shape[0],)}
 
     def min_training_batch(self) -> int:
         """The fewest samples a training batch needs: 2 when one sample gives a channel a single
