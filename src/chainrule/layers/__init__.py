@@ -1,13 +1,13 @@
 """Layers: each one a forward formula and its hand-derived backward."""
 
-from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .augment import RandomShift
 from .base import Layer, register
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding
-from .normalization import BatchNorm
+from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAveragePool2D, MaxPool2D
 from .reshape import Flatten
 
@@ -21,6 +21,7 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "Softmax",
+    "GELU",
     "Flatten",
     "Dropout",
     "Embedding",
@@ -28,6 +29,7 @@ __all__ = [
     "AvgPool2D",
     "GlobalAveragePool2D",
     "BatchNorm",
+    "LayerNorm",
     "RandomShift",
     "register",
 ]
