@@ -9,6 +9,7 @@ from .dropout import Dropout
 from .embedding import Embedding
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAveragePool2D, MaxPool2D
+from .recurrent import GRU, LSTM, RNN
 from .reshape import Flatten
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "Flatten",
     "Dropout",
     "Embedding",
+    "RNN",
+    "LSTM",
+    "GRU",
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAveragePool2D",
