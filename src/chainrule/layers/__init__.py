@@ -1,12 +1,13 @@
 """Layers: each one a forward formula and its hand-derived backward."""
 
 from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .attention import CausalSelfAttention
 from .augment import RandomShift
 from .base import Layer, register
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
-from .embedding import Embedding
+from .embedding import Embedding, PositionalEmbedding
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAveragePool2D, MaxPool2D
 from .recurrent import GRU, LSTM, RNN
@@ -26,9 +27,11 @@ __all__ = [
     "Flatten",
     "Dropout",
     "Embedding",
+    "PositionalEmbedding",
     "RNN",
     "LSTM",
     "GRU",
+    "CausalSelfAttention",
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAveragePool2D",
