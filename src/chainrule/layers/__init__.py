@@ -4,6 +4,7 @@ from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .attention import CausalSelfAttention
 from .augment import RandomShift
 from .base import Layer, register
+from .containers import Residual
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -32,6 +33,7 @@ __all__ = [
     "LSTM",
     "GRU",
     "CausalSelfAttention",
+    "Residual",
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAveragePool2D",

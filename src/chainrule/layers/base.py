@@ -14,6 +14,8 @@ validation: the checks live here, once, before the math runs.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from ..backend import DEFAULT_DTYPE, FLOAT_DTYPES, as_float_dtype
@@ -336,4 +338,7 @@ def make_layer(spec: dict, custom_objects: dict | None = None) -> Layer:
                 f"layer class {name!r} was saved from module {module!r}, not from chainrule; "
                 f"pass custom_objects={{{name!r}: {name}}} (the class itself) to rebuild it"
             )
+    if "custom_objects" in inspect.signature(cls.from_config).parameters:
+        # A container (Residual) rebuilds its inner layers through make_layer too.
+        return cls.from_config(spec["config"], custom_objects=custom_objects)
     return cls.from_config(spec["config"])
