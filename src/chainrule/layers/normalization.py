@@ -202,8 +202,9 @@ class LayerNorm(Layer):
         ∂x̂ᵢ/∂xⱼ = (δᵢⱼ − 1/D)/σ − (xᵢ − μ)/σ² · x̂ⱼ/D = (δᵢⱼ − 1/D − x̂ᵢ x̂ⱼ / D) / σ
     and dL/dxⱼ = Σᵢ ĝᵢ ∂x̂ᵢ/∂xⱼ = (1/σ)(ĝⱼ − (1/D) Σᵢ ĝᵢ − x̂ⱼ (1/D) Σᵢ ĝᵢ x̂ᵢ): two row sums and
     one element-wise pass, never the D×D Jacobian. Its two terms remove from ĝ its component
-    along the all-ones direction and along x̂, the two directions the normalisation is blind to
-    (shifting a row, scaling it): Σⱼ dL/dxⱼ = 0 and Σⱼ x̂ⱼ dL/dxⱼ = 0 exactly.
+    along the all-ones direction and along x̂, the directions the normalisation is blind to
+    (shifting a row; scaling it, when ε = 0): Σⱼ dL/dxⱼ = 0 always, and Σⱼ x̂ⱼ dL/dxⱼ =
+    (ε/(σ² + ε))·(1/σ) Σⱼ ĝⱼ x̂ⱼ, which vanishes with ε.
 
     What to cache and what to recompute: backward needs x̂ twice (for dL/dγ and for dL/dx) and
     1/σ once per row; caching x̂ (one array the size of x) and 1/σ (one number per row) means
