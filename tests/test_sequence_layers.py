@@ -880,6 +880,14 @@ def test_residual_errors():
     dense = layers.Dense(2)
     with pytest.raises(ValueError, match="appears twice in the block"):
         layers.Residual([dense, dense])
+    # Built, it refuses another width before any inner layer runs (the first one here, a
+    # Dropout, would take anything).
+    built = layers.Residual([layers.Dropout(0.1), layers.Dense(4)], name="res")
+    built.forward(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=re.escape(
+            "Residual 'res' was built for samples of shape (3, 4) (its block maps them to "
+            "themselves), got input of shape (2, 3, 5)")):
+        built.forward(np.zeros((2, 3, 5), np.float32))
 
 
 # ---------------------------------------------------------------------- the sequence loss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arguments import received_shape
 from .base import Layer, layer_spec, make_layer
 
 
@@ -103,6 +104,13 @@ class Residual(Layer):
 
     # ------------------------------------------------------------------ build and checks
     def _check_sample_shape(self, shape, batch=None):
+        if self.built and (len(shape) != len(self.input_shape)
+                           or shape[-1] != self.input_shape[-1]):
+            raise ValueError(
+                f"{self._label()} was built for samples of shape {self.input_shape} (its block "
+                f"maps them to themselves), got input of shape "
+                f"{received_shape(shape, batch)}"
+            )
         self.layers[0]._check_sample_shape(shape, batch)
 
     def _build(self, input_shape, rng):
