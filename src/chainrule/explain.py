@@ -220,7 +220,8 @@ def _loss_step(loss, pred, target, grad, z: str) -> Step:
     step = Step(f"loss: {name}", formula)
     g = f"dL/d{z}"
     fused = (losses_mod.SparseCategoricalCrossEntropy, losses_mod.CategoricalCrossEntropy)
-    if isinstance(loss, fused) and loss.from_logits:
+    # The one-hot walk-through is for (N, C) logits; (N, T, C) ones get the plain gradient.
+    if isinstance(loss, fused) and loss.from_logits and pred.ndim == 2:
         a = np.exp(pred - pred.max(axis=1, keepdims=True))
         a /= a.sum(axis=1, keepdims=True)
         Y = target if target.shape == pred.shape else np.eye(pred.shape[1])[target]

@@ -241,58 +241,116 @@ class SparseCategoricalCrossEntropy(Loss):
         dL/dz = (s − onehot(y)) / N
     computed as s with 1 subtracted at [n, yₙ]: no one-hot matrix and no Jacobian.
     Probabilities: dL/dp[n, yₙ] = −1 / (p[n, yₙ] N), zero elsewhere (p clipped below at eps).
+
+    Sequences: predictions (N, T, C) (or any (N, …, C)) with labels (N, T) (resp. (N, …)) are
+    M = N·T rows of C classes, one per position. With ``ignore_index`` set, positions whose label
+    equals it (padding) are left out, as in ``torch.nn.functional.cross_entropy``: with K the
+    number of positions kept,
+        L = −(1/K) Σ_kept log p[m, yₘ]
+        dL/dz = (s − onehot(y)) / K at kept positions,   0 at ignored ones
+    (reduction="sum" drops the 1/K). Without ignore_index, K = M: the mean over every position.
+
+    Args:
+        from_logits: the predictions are logits (fused, recommended) rather than probabilities.
+        eps: the clipping floor for probabilities.
+        reduction: "mean" over the (kept) positions, or "sum".
+        ignore_index: a label value that marks positions to leave out (torch uses −100; a pad id
+            works too, even inside [0, C)). None (default): every label must lie in [0, C).
+
+    Raises:
+        ValueError: for labels of the wrong shape, out of range (other than ignore_index), or a
+            batch in which every label equals ignore_index (no position to average over).
+        TypeError: for non-integer labels.
     """
 
-    def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean"):
+    def __init__(self, from_logits: bool = False, eps: float = 1e-7, reduction: str = "mean",
+                 ignore_index: int | None = None):
         super().__init__(reduction)
         self.from_logits = boolean(from_logits, "from_logits", type(self).__name__)
         self.eps = number(eps, "eps", type(self).__name__, "(0, 0.5)")
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(
+                ignore_index, int | np.integer)):
+            raise TypeError(
+                f"SparseCategoricalCrossEntropy: ignore_index must be an integer label value or "
+                f"None, got {ignore_index!r}"
+            )
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
 
     def _check_target(self, pred, target):
         name = "SparseCategoricalCrossEntropy"
-        if pred.ndim != 2:
-            raise ValueError(f"{name} expected predictions of shape (N, C), got {pred.shape}")
+        if pred.ndim < 2:
+            raise ValueError(f"{name} expected predictions of shape (N, C) or (N, T, C), got "
+                             f"{pred.shape}")
         target = np.asarray(target)
+        expected = pred.shape[:-1]
+        shown = f"({pred.shape[0]},)" if len(expected) == 1 else str(expected)
         if not np.issubdtype(target.dtype, np.integer):
             raise TypeError(
-                f"{name} expected integer class labels of shape ({pred.shape[0]},), got dtype "
+                f"{name} expected integer class labels of shape {shown}, got dtype "
                 f"{target.dtype}; cast with y.astype(np.int64), or use CategoricalCrossEntropy "
                 "for one-hot targets"
             )
-        if target.shape != (pred.shape[0],):
+        if target.shape != expected:
             hint = (
                 "; these look like one-hot targets: use CategoricalCrossEntropy"
                 if target.shape == pred.shape
                 else ""
             )
+            raise ValueError(f"{name} expected labels of shape {shown}, got {target.shape}{hint}")
+        n_classes = pred.shape[-1]
+        bad = (target < 0) | (target >= n_classes)
+        if self.ignore_index is not None:
+            bad &= target != self.ignore_index
+        if bad.any():
+            flat = int(np.flatnonzero(bad)[0])
+            where = np.unravel_index(flat, target.shape)
+            index = int(where[0]) if target.ndim == 1 else tuple(int(i) for i in where)
+            allowed = "" if self.ignore_index is None else (
+                f" (or ignore_index={self.ignore_index})")
             raise ValueError(
-                f"{name} expected labels of shape ({pred.shape[0]},), got {target.shape}{hint}"
+                f"{name}: labels must lie in [0, {n_classes}){allowed} for {n_classes} output "
+                f"classes; found {target.reshape(-1)[flat]} at index {index}"
             )
-        n_classes = pred.shape[1]
-        if target.min() < 0 or target.max() >= n_classes:
-            bad = int(np.flatnonzero((target < 0) | (target >= n_classes))[0])
+        if self.ignore_index is not None and target.size and bool(
+                np.all(target == self.ignore_index)):
             raise ValueError(
-                f"{name}: labels must lie in [0, {n_classes}) for {n_classes} output classes; "
-                f"found {target[bad]} at index {bad}"
+                f"{name}: every label equals ignore_index={self.ignore_index}, so no position "
+                "is left to average over; check the padding of this batch"
             )
         return target
 
     def _compute(self, pred, labels):
-        n = pred.shape[0]
-        rows = np.arange(n)
+        # (N, …, C) as M rows of C classes (a view; for (N, C) input it is pred itself).
+        shape = pred.shape
+        pred = pred.reshape(-1, shape[-1])
+        labels = labels.reshape(-1)
+        ignored = None
+        if self.ignore_index is not None:
+            ignored = labels == self.ignore_index
+            if not ignored.any():
+                ignored = None
+        if ignored is None:
+            n = pred.shape[0]
+            rows = np.arange(n)
+        else:
+            rows = np.flatnonzero(~ignored)
+            labels = labels[rows]
+            n = len(rows)
         scale = self._scale(n)
         if self.from_logits:
             shifted = pred - np.max(pred, axis=-1, keepdims=True)
             e = np.exp(shifted)
             sum_e = np.sum(e, axis=-1)
-            log_p_true = shifted[rows, labels] - np.log(sum_e)
+            log_p_true = shifted[rows, labels] - np.log(sum_e[rows])
             value = -scale * float(np.sum(log_p_true))
 
             def backward():
                 grad = e / sum_e[:, None]
                 grad[rows, labels] -= 1.0
+                if ignored is not None:
+                    grad[ignored] = 0.0
                 grad *= scale
-                return grad
+                return grad.reshape(shape)
 
             return value, backward
 
@@ -302,12 +360,13 @@ class SparseCategoricalCrossEntropy(Loss):
         def backward():
             grad = np.zeros_like(pred)
             grad[rows, labels] = -scale / p_true * (pred[rows, labels] >= self.eps)
-            return grad
+            return grad.reshape(shape)
 
         return value, backward
 
     def get_config(self):
-        return {**super().get_config(), "from_logits": self.from_logits, "eps": self.eps}
+        return {**super().get_config(), "from_logits": self.from_logits, "eps": self.eps,
+                "ignore_index": self.ignore_index}
 
 
 LOSSES: dict[str, type[Loss]] = {

@@ -300,7 +300,7 @@ class _Loader:
         except ValueError as exc:
             raise ValueError(f"{self.where}: {field}.class_name: {exc}") from None
         try:
-            return cls.from_config(dict(spec["config"]))
+            return cls.from_config(dict(spec["config"]), custom_objects=custom_objects)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.where}: {field}.config: {exc}") from None
 

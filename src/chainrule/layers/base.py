@@ -288,8 +288,12 @@ class Layer:
         return config
 
     @classmethod
-    def from_config(cls, config: dict) -> Layer:
-        """``cls(**config)``; ValueError for a key the constructor does not take."""
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Layer:
+        """``cls(**config)``; ValueError for a key the constructor does not take.
+
+        ``custom_objects`` (name → class, as in ``load_model``) is for containers, which
+        rebuild their inner layers from their own config (Residual); other layers ignore it.
+        """
         return construct(cls, config)
 
     def twin(self) -> Layer:
@@ -421,7 +425,8 @@ def make_layer(spec: dict, custom_objects: dict | None = None) -> Layer:
             neither passed in ``custom_objects`` nor registered from that module, or a config
             its constructor refuses.
     """
-    return layer_class(spec, custom_objects).from_config(spec["config"])
+    return layer_class(spec, custom_objects).from_config(spec["config"],
+                                                         custom_objects=custom_objects)
 
 
 def layer_class(spec: dict, custom_objects: dict | None = None) -> type[Layer]:

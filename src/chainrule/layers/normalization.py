@@ -175,3 +175,109 @@ class BatchNorm(Layer):
 def _per_channel(x: np.ndarray) -> np.ndarray:
     """(N, C, …) as (N, C, M/N) without a copy (x is contiguous), for per-channel sums."""
     return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the last axis (D features) of (N, D) or (N, T, D) input, as
+    ``torch.nn.LayerNorm(D)``.
+
+    Every row (one sample, or one position of one sequence) is normalised by its own statistics,
+    so training and inference compute the same thing and any batch size works.
+    Shapes: x, x̂, y (N, …, D); γ, β (D,); μ, σ one per row.
+
+    Forward, per row of D values:
+        μ = (1/D) Σᵢ xᵢ,   σ² = (1/D) Σᵢ (xᵢ − μ)²  (biased, as torch),   σ = √(σ² + ε)
+        x̂ = (x − μ) / σ,   y = γ ⊙ x̂ + β
+
+    Backward, with g = dL/dy and ĝ = γ ⊙ g (the gradient with respect to x̂):
+        dL/dβ = Σ_rows g,   dL/dγ = Σ_rows g ⊙ x̂
+        dL/dx = (1/σ) (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂))        means over the D features of a row
+
+    Derivation of dL/dx (one row; the same steps as BatchNorm's, with the statistics taken
+    across the features instead of across the batch). x̂ᵢ depends on every xⱼ of its row, directly
+    and through μ and σ:
+        ∂μ/∂xⱼ = 1/D
+        ∂σ²/∂xⱼ = (2/D) Σᵢ (xᵢ − μ)(δᵢⱼ − 1/D) = 2 (xⱼ − μ)/D      (Σᵢ (xᵢ − μ) = 0)
+        ∂σ/∂xⱼ = (1/(2σ)) ∂σ²/∂xⱼ = x̂ⱼ / D
+    so by the quotient rule on x̂ᵢ = (xᵢ − μ)/σ,
+        ∂x̂ᵢ/∂xⱼ = (δᵢⱼ − 1/D)/σ − (xᵢ − μ)/σ² · x̂ⱼ/D = (δᵢⱼ − 1/D − x̂ᵢ x̂ⱼ / D) / σ
+    and dL/dxⱼ = Σᵢ ĝᵢ ∂x̂ᵢ/∂xⱼ = (1/σ)(ĝⱼ − (1/D) Σᵢ ĝᵢ − x̂ⱼ (1/D) Σᵢ ĝᵢ x̂ᵢ): two row sums and
+    one element-wise pass, never the D×D Jacobian. Its two terms remove from ĝ its component
+    along the all-ones direction and along x̂, the directions the normalisation is blind to
+    (shifting a row; scaling it, when ε = 0): Σⱼ dL/dxⱼ = 0 always, and Σⱼ x̂ⱼ dL/dxⱼ =
+    (ε/(σ² + ε))·(1/σ) Σⱼ ĝⱼ x̂ⱼ, which vanishes with ε.
+
+    What to cache and what to recompute: backward needs x̂ twice (for dL/dγ and for dL/dx) and
+    1/σ once per row; caching x̂ (one array the size of x) and 1/σ (one number per row) means
+    backward reads no x, recomputes no statistics and runs no square root. (llm.c caches μ and
+    1/σ and recomputes x̂ from x instead: the same memory, since x must then be kept.)
+
+    Args:
+        eps: ε > 0, added to the variance (1e-5 as torch).
+
+    Raises:
+        ValueError: at construction for a non-positive eps; at forward for a 1-D batch or a last
+            axis other than the D the layer was built for.
+    """
+
+    def __init__(self, eps: float = 1e-5, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        eps = float(eps)
+        if not eps > 0.0:
+            raise ValueError(f"LayerNorm: eps must be positive, got {eps}")
+        self.eps = eps
+        self.gamma: Parameter | None = None
+        self.beta: Parameter | None = None
+
+    def _build(self, input_shape, rng):
+        features = input_shape[-1]
+        self.gamma = Parameter(np.ones(features, dtype=self.dtype), "gamma")
+        self.beta = Parameter(np.zeros(features, dtype=self.dtype), "beta")
+        self._params = [self.gamma, self.beta]
+
+    def _check_sample_shape(self, shape, batch=None):
+        received = received_shape(shape, batch)
+        if len(shape) == 0:
+            raise ValueError(
+                f"{self._label()} expected input of shape (N, D) or (N, T, D), got a 1-D batch "
+                f"of shape {received}; reshape to (N, 1) for one feature"
+            )
+        if self.built and shape[-1] != self.gamma.value.shape[0]:
+            raise ValueError(
+                f"{self._label()} expected {self.gamma.value.shape[0]} features on the last "
+                f"axis, got input of shape {received}"
+            )
+
+    def _forward(self, x, training):
+        d = float(x.shape[-1])
+        mean = np.sum(x, axis=-1, keepdims=True) / d
+        x_hat = x - mean
+        var = np.einsum("...d,...d->...", x_hat, x_hat)[..., None] / d
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        x_hat *= inv_std
+        if training:
+            self.cache = (x_hat, inv_std)
+        y = x_hat * self.gamma.value
+        y += self.beta.value
+        return y
+
+    def _backward(self, grad_y, need_input_grad):
+        x_hat, inv_std = self.cache
+        features = x_hat.shape[-1]
+        g2 = grad_y.reshape(-1, features)
+        x2 = x_hat.reshape(-1, features)
+        self.gamma.grad = np.einsum("rd,rd->d", g2, x2)
+        self.beta.grad = np.sum(g2, axis=0)
+        if not need_input_grad:
+            return None
+        d = float(features)
+        g_hat = grad_y * self.gamma.value
+        mean_g = np.sum(g_hat, axis=-1, keepdims=True) / d
+        mean_gx = np.einsum("...d,...d->...", g_hat, x_hat)[..., None] / d
+        grad_x = g_hat - mean_g
+        grad_x -= x_hat * mean_gx
+        grad_x *= inv_std
+        return grad_x
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}
