@@ -15,9 +15,10 @@ def forward_backward(forward: str, backward: str, args: tuple[str, ...], y: str,
     def run(ctx, case):
         inputs = case.inputs
         out = ctx.call(forward, **{k: inputs[k] for k in args})
-        value, cache = ctx.unpack(out, (y, "cache"), forward)
+        ctx.out[y], cache = ctx.unpack(out, (y, "cache"), forward)
         back = ctx.call(backward, grad_y=inputs["grad_y"], cache=cache)
-        return {y: value, **dict(zip(grads, ctx.unpack(back, grads, backward), strict=True))}
+        ctx.out.update(zip(grads, ctx.unpack(back, grads, backward), strict=True))
+        return ctx.out
 
     return run
 

@@ -158,6 +158,8 @@ class Ctx:
 
     def __init__(self, entries: dict):
         self.entries = entries
+        #: Outputs a runner has already got: still compared when a later call raises.
+        self.out: dict = {}
         self.findings: list[Finding] = []
         self.variants: list[Variant] = []
         self.elapsed = 0.0
@@ -285,7 +287,7 @@ def grade_case(exercise, entries: dict, case) -> tuple[CaseOutcome, dict]:
     outcome = CaseOutcome(case.label, large=case.large)
     reference = exercise.reference(case)
     ctx = Ctx(entries)
-    outputs: dict = {}
+    outputs: dict = ctx.out
     try:
         outputs = exercise.run(ctx, case)
     except LearnerError as exc:

@@ -103,7 +103,8 @@ def _layer_run(ctx, case):
     i = case.inputs
     W, b = i["W"], i["b"]
     obj = ctx.call("DenseLayer", W=W, b=b)
-    out = {"z": ctx.method(obj, "forward", x=i["x"])}
+    out = ctx.out
+    out["z"] = ctx.method(obj, "forward", x=i["x"])
     before = ctx.attribute(obj, "W", W.shape)
     out["grad_x"] = ctx.method(obj, "backward", grad_z=i["grad_z"])
     after = ctx.attribute(obj, "W", W.shape)
