@@ -67,7 +67,8 @@ class Case:
         label: how reports name the case ("N=3, D=5, M=2").
         inputs: name → array or number, in the order the learner's function takes them.
         large: inputs large enough that exp overflows without care (for ``unstable``).
-        counts: the N (and element counts) a mean divides by, for ``batch_mean``.
+        counts: what a mean divides by, by name ({"N": 3}; {"N·D": 15, …} for a mean over
+            every entry), for ``batch_mean``.
         kinks: output name → bool mask of the entries whose input sits exactly at a kink.
         timing: the case the learner's time is measured on against the reference's.
     """
@@ -75,7 +76,7 @@ class Case:
     label: str
     inputs: dict
     large: bool = False
-    counts: tuple[int, ...] = ()
+    counts: dict = field(default_factory=dict)
     kinks: dict = field(default_factory=dict)
     timing: bool = False
 

@@ -161,7 +161,7 @@ def explain(cmp: Comparison, ours, reference, *, output, case, variants, inputs)
         return found
     _, wrong = wrong_entries(ours, reference, output.atol)
     if output.plain:
-        return found + [_mismatch(name, cmp, ours, wrong)]
+        return found + [_mismatch(name, cmp, ours, wrong, output.atol)]
     mask = case.kinks.get(name)
     if mask is not None and wrong.any() and not (wrong & ~mask).any():
         first = tuple(int(i) for i in np.argwhere(wrong)[0])
@@ -183,13 +183,16 @@ def explain(cmp: Comparison, ours, reference, *, output, case, variants, inputs)
             "partial", f"{name}: {n_wrong} of {ours.size} entries are wrong, the first"
             f"{_where(first)}: yours {_at(ours, first)}, reference {_at(reference, first)}",
             ("partial",)))
-    found.append(_mismatch(name, cmp, ours, wrong))
+    found.append(_mismatch(name, cmp, ours, wrong, output.atol))
     return found
 
 
-def _mismatch(name, cmp, ours, wrong) -> Candidate:
+def _mismatch(name, cmp, ours, wrong, atol=None) -> Candidate:
     bad = int(np.count_nonzero(~np.isfinite(ours)))
     worst = cmp.worst_index
+    if atol is not None and ours.size == 1:
+        return Candidate("mismatch", f"{name}: {cmp.learner:.6g}, not within {atol:g} of "
+                         f"{cmp.reference:.6g}", ("mismatch",))
     count = f"{int(wrong.sum())} of {ours.size} entries differ" if ours.size > 1 else "differs"
     return Candidate(
         "mismatch",
@@ -272,15 +275,16 @@ def _factor_candidates(name, ours, reference, output, case, inputs) -> list:
     if _close_factor(c, -1.0):
         return [Candidate("sign", f"{name}: minus the reference{change}", ("sign",))]
     found = []
-    for k in case.counts:
+    for label, k in case.counts.items():
+        count = label if len(label) == 1 else f"({label})"
         if k > 1 and _close_factor(c, k):
             found.append(Candidate(
-                "batch_mean", f"{name}: {k} × the reference{change}: a missing 1/N (N = {k})",
-                ("batch_mean",)))
+                "batch_mean", f"{name}: {k} × the reference{change}: a missing 1/{count} "
+                f"({label} = {k})", ("batch_mean",)))
         elif k > 1 and _close_factor(c, 1.0 / k):
             found.append(Candidate(
-                "batch_mean", f"{name}: 1/{k} of the reference{change}: an extra 1/N (N = {k})",
-                ("batch_mean",)))
+                "batch_mean", f"{name}: 1/{k} of the reference{change}: an extra 1/{count} "
+                f"({label} = {k})", ("batch_mean",)))
     found.append(Candidate("scale", f"{name}: {_factor(c)} × the reference{change}",
                            ("scale", float(f"{c:.6g}"))))
     return found

@@ -159,8 +159,9 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     out = []
     for key, f in seen.items():
         if counts[key] > 1 and f.case is not None:
-            f = Finding(f.code, f.detail, f"{f.case} (and {counts[key] - 1} more)", f.text,
-                        f.unless)
+            more = counts[key] - 1
+            f = Finding(f.code, f.detail, f"{f.case} ({more} more time{'s' * (more > 1)})",
+                        f.text, f.unless)
         out.append(f)
     return out
 
@@ -193,6 +194,18 @@ def _table(rows: list[tuple]) -> list[str]:
 def _wrap(text: str, indent: str) -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
                          break_on_hyphens=False, break_long_words=False)
+
+
+def _wrap_with_case(text: str, case: str | None, indent: str) -> list[str]:
+    """``text`` wrapped, then "[case …]" kept whole: on the last line if it fits."""
+    lines = _wrap(text, indent)
+    if case:
+        tag = f"[case {case}]"
+        if len(lines[-1]) + 1 + len(tag) <= WIDTH + len(indent):
+            lines[-1] += " " + tag
+        else:
+            lines.append(indent + "  " + tag)
+    return lines
 
 
 def _num(value) -> str:
@@ -237,8 +250,7 @@ def format_report(result: Result) -> str:
         for code in result.diagnosis:
             lines.append(f"  {code}: {CODES[code][0]}")
             for f in (f for f in failures if f.code == code):
-                where = f" [case {f.case}]" if f.case else ""
-                lines += _wrap(f"{f.detail}{where}", "    ")
+                lines += _wrap_with_case(f.detail, f.case, "    ")
                 lines += [f"      {line}" for line in f.text.splitlines()]
             lines += _wrap(f"hint: {CODES[code][1]}", "    ")
     notes = [f for f in result.findings if f.code in NOTES]
@@ -260,12 +272,12 @@ def format_report(result: Result) -> str:
         checked = {c.output for c in result.fd.checks}
         forward_wrong = any(not o.ok for o in result.outputs if o.name not in checked)
         if result.fd.checks and not all(c.ok for c in result.fd.checks):
-            lines.append("  → your backward is not the derivative of your forward.")
+            lines += _wrap("→ your backward is not the derivative of your forward.", "  ")
         elif result.fd.checks and forward_wrong:
-            lines.append("  → your backward is consistent with your forward: fix the forward "
-                         "first.")
+            lines += _wrap("→ your backward is consistent with your forward: fix the forward "
+                           "first.", "  ")
         elif result.fd.checks:
-            lines.append("  → your backward agrees with them (at a kink either side's "
-                         "derivative does): the diagnosis says how it differs from the "
-                         "reference.")
+            lines += _wrap("→ your backward agrees with them (at a kink either side's "
+                           "derivative does): the diagnosis says how it differs from the "
+                           "reference.", "  ")
     return "\n".join(lines)

@@ -99,7 +99,7 @@ def _dense_cases(rng):
             f"N={n}, D={d}, M={m}",
             {"x": rng.standard_normal((n, d)), "W": rng.standard_normal((d, m)),
              "b": rng.standard_normal(m), "grad_z": rng.standard_normal((n, m))},
-            counts=(n,)))
+            counts={"N": n}))
     return cases
 
 

@@ -41,12 +41,12 @@ def _sce_cases(rng):
     out = []
     for n, c in ((1, 4), (3, 5), (5, 3)):
         out.append(Case(f"N={n}, C={c}", {"z": 2.0 * rng.standard_normal((n, c)),
-                                          "y": rng.integers(0, c, n)}, counts=(n,)))
+                                          "y": rng.integers(0, c, n)}, counts={"N": n}))
     out.append(Case("large logits (±1000), N=4, C=3",
                     {"z": large(rng, (4, 3)), "y": rng.integers(0, 3, 4)}, large=True,
-                    counts=(4,)))
+                    counts={"N": 4}))
     out.append(Case("N=4000, C=10", {"z": 2.0 * rng.standard_normal((4000, 10)),
-                                     "y": rng.integers(0, 10, 4000)}, counts=(4000,),
+                                     "y": rng.integers(0, 10, 4000)}, counts={"N": 4000},
                     timing=True))
     return out
 
@@ -103,7 +103,7 @@ def _mse_cases(rng):
         # A mean over N·D entries; dividing by N or D alone is off by a count too.
         out.append(Case(f"N={n}, D={d}", {"pred": rng.standard_normal((n, d)),
                                           "target": rng.standard_normal((n, d))},
-                        counts=tuple(sorted({n * d, n, d}))))
+                        counts={"N·D": n * d, "N": n, "D": d}))
     return out
 
 

@@ -17,7 +17,7 @@ def _mlp_cases(rng):
         out.append(Case(f"N={n}, D={d}, H={h}, C={c}", {
             "x": rng.standard_normal((n, d)), "y": rng.integers(0, c, n),
             "W1": rng.standard_normal((d, h)) / np.sqrt(d),
-            "W2": rng.standard_normal((h, c)) / np.sqrt(h)}, counts=(n,)))
+            "W2": rng.standard_normal((h, c)) / np.sqrt(h)}, counts={"N": n}))
     return out
 
 
@@ -86,7 +86,7 @@ def _layer_cases(rng):
         out.append(Case(f"N={n}, D={d}, M={m}", {
             "W": rng.standard_normal((d, m)), "b": rng.standard_normal(m),
             "x": rng.standard_normal((n, d)), "grad_z": rng.standard_normal((n, m)),
-            "lr": LAYER_LR}, counts=(n,)))
+            "lr": LAYER_LR}, counts={"N": n}))
     return out
 
 
@@ -168,7 +168,7 @@ def _bn_cases(rng):
             "x": 1.0 + 2.0 * rng.standard_normal((n, d)),
             "gamma": rng.uniform(0.5, 2.0, d) * rng.choice([-1.0, 1.0], d),
             "beta": rng.standard_normal(d), "grad_y": rng.standard_normal((n, d)),
-            "eps": EPS}, counts=(n,)))
+            "eps": EPS}, counts={"N": n}))
     return out
 
 
