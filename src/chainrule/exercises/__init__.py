@@ -44,6 +44,11 @@ def check(name: str, solution, *, time_limit: float = TIME_LIMIT, record: bool =
     Returns:
         Result: ``ok``, ``outputs``, ``diagnosis``; ``print(result)`` shows the report.
 
+    The learner's code runs in a child process forked from this one (so a notebook's functions
+    need no pickling, and a crash or an endless loop stops only the child). Where fork is
+    unavailable it runs in this process: exceptions are still reported, a case found to have
+    run past ``time_limit`` is a timeout once it returns, but an endless loop cannot be stopped.
+
     Raises:
         UnknownExercise: (a KeyError) for an unknown exercise name.
         SolutionError: (a ValueError) when the solution cannot be graded at all: a missing
