@@ -19,9 +19,9 @@ from __future__ import annotations
 from . import course  # noqa: F401  (registers the exercises)
 from .base import Case, Exercise, Output, UnknownExercise, Variant, get, names
 from .codes import CODES
+from .learner import SolutionError
 from .result import OutputCheck, Result
 from .result import build as _build
-from .runner import SolutionError
 from .runner import run as _run
 
 #: Seconds one case (or the central differences, or the timing) may take by default.
@@ -54,7 +54,7 @@ def check(name: str, solution, *, time_limit: float = TIME_LIMIT, record: bool =
         SolutionError: (a ValueError) when the solution cannot be graded at all: a missing
             file, a file that does not import, a definition the exercise needs is missing.
     """
-    from .runner import resolve
+    from .learner import resolve
 
     exercise = get(name)
     if not (isinstance(time_limit, int | float) and time_limit > 0):

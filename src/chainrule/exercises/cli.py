@@ -13,7 +13,7 @@ import textwrap
 
 from . import TIME_LIMIT, check, get, hint, names, progress
 from .base import UnknownExercise
-from .runner import SolutionError
+from .learner import SolutionError
 
 
 def add_commands(subparsers, parents=()) -> argparse.ArgumentParser:

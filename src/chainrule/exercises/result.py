@@ -13,7 +13,8 @@ import textwrap
 from dataclasses import dataclass, field
 
 from .codes import CODES, NOTES, rank
-from .runner import CaseOutcome, FDReport, Finding
+from .learner import Finding
+from .runner import CaseOutcome, FDReport
 
 #: ``slow``: the learner's time against the reference's on the timing case, and the least time
 #: that counts (below it, timer noise and call overhead decide the ratio).

@@ -6,8 +6,8 @@ import numpy as np
 
 from ... import layers, losses, optimizers
 from ..base import Case, Exercise, Output, Variant, register
+from ..learner import Finding
 from ..patterns import layer_pass
-from ..runner import Finding
 
 
 # ---------------------------------------------------------------------- mlp_backward
