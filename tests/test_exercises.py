@@ -300,6 +300,11 @@ PLANTED = [
         """, ["shape"]),
     ("mse", """
         def mse(pred, target):
+            diff = pred - target          # a wrong loss: its factor changes from case to case
+            return 0.3 * np.mean(diff ** 4), diff / diff.size
+        """, ["mismatch"]),
+    ("mse", """
+        def mse(pred, target):
             diff = pred
             diff -= target
             return 0.5 * np.mean(diff ** 2), diff / diff.size

@@ -135,8 +135,11 @@ def _output_findings(exercise, outcomes: list[CaseOutcome], downstream: bool) ->
         if common:
             keys = [min(common, key=_specific)]
         else:
-            keys = list(dict.fromkeys(min((c.key for c in cands), key=_specific)
-                                      for _, cands in failing))
+            # No one explanation: each case's own, but a factor that changes from case to
+            # case is not "off by a constant factor".
+            keys = list(dict.fromkeys(
+                min((c.key for c in cands if c.code != "scale"), key=_specific)
+                for _, cands in failing))
         for key in keys:
             outcome, cand = next((o, c) for o, cands in failing for c in cands if c.key == key)
             found.append(Finding(cand.code, cand.detail, outcome.label))
