@@ -383,10 +383,210 @@ comparison against PyTorch; `chainrule gradcheck --model mlp` runs it from the c
 """),
 ]
 
+EXERCISES = [
+    ("md", r"""
+# 4. Exercises: write the backward pass, and let the grader find the bug
+
+Every gradient in chainrule was derived by hand; `chainrule.exercises` asks you to do the same
+and grades what you write. Each exercise has a statement (the math, what to return, the
+shapes), a template to fill in, progressive hints, and a grader that runs your code on several
+cases in float64 — a batch of one, shapes that are not square, logits of ±1000, inputs exactly
+at a kink — and compares every output with chainrule's own layers, losses and optimizers.
+
+When an output is wrong the grader says how, with a code from a fixed vocabulary: `transposed`,
+`sign`, `batch_mean` (a missing or extra 1/N), `missing_sum`, `wrong_axis`, `unstable`,
+`stale_weights`, `mutates_input`, … Your code runs in a separate process, so an exception, an
+endless loop or an `exit()` in it is reported, never a crash of this notebook.
+
+Below, three exercises the way a learner meets them: the template, a first attempt with a
+typical bug and what the grader says, then an answer that passes.
+"""),
+    ("code", r"""
+import numpy as np
+
+from chainrule import exercises
+
+print(exercises.names())
+"""),
+    ("md", r"""
+## The Dense layer
+
+z = x W + b. Backpropagation hands the layer dL/dz; it returns the gradients with respect to
+its input and its two parameters.
+"""),
+    ("code", r"""
+ex = exercises.get("dense")
+print(ex.statement)
+"""),
+    ("code", r"""
+print(ex.template())
+"""),
+    ("md", r"""
+A first attempt. The three products are written from the chain rule, entry by entry — but the
+bias gradient is left as one row per sample.
+"""),
+    ("code", r"""
+def dense_backward(x, W, b, grad_z):
+    grad_x = grad_z @ W.T
+    grad_W = x.T @ grad_z
+    grad_b = grad_z
+    return grad_x, grad_W, grad_b
+
+
+result = exercises.check("dense", dense_backward)
+print(result)
+assert result.diagnosis == ["missing_sum"]
+"""),
+    ("md", r"""
+b is added to every row of z, so its gradient collects every row's: dL/db = Σₙ gₙ.
+"""),
+    ("code", r"""
+def dense_backward(x, W, b, grad_z):
+    grad_x = grad_z @ W.T
+    grad_W = x.T @ grad_z
+    grad_b = grad_z.sum(axis=0)
+    return grad_x, grad_W, grad_b
+
+
+result = exercises.check("dense", dense_backward)
+print(result)
+assert result.ok
+"""),
+    ("md", r"""
+## Softmax
+
+A forward that must survive logits of ±1000, and a backward that applies the Jacobian
+diag(s) − s sᵀ to dL/ds without building it.
+"""),
+    ("code", r"""
+print(exercises.get("softmax").statement)
+"""),
+    ("md", r"""
+A first attempt, straight from the definition exp(zᵢ) / Σⱼ exp(zⱼ):
+"""),
+    ("code", r"""
+def softmax_forward(z):
+    e = np.exp(z)
+    s = e / e.sum(axis=-1, keepdims=True)
+    return s, s
+
+
+def softmax_backward(grad_y, s):
+    return s * (grad_y - (grad_y * s).sum(axis=-1, keepdims=True))
+
+
+result = exercises.check("softmax", (softmax_forward, softmax_backward))
+print(result)
+assert result.diagnosis == ["unstable"]
+"""),
+    ("md", r"""
+Right at moderate logits, NaN at large ones: exp(1000) overflows to inf, and inf / inf is NaN.
+Subtracting each row's maximum changes nothing mathematically (the factor exp(−m) cancels)
+and makes the largest exponent exp(0) = 1.
+"""),
+    ("code", r"""
+def softmax_forward(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    s = e / e.sum(axis=-1, keepdims=True)
+    return s, s
+
+
+result = exercises.check("softmax", (softmax_forward, softmax_backward))
+print(result)
+assert result.ok
+"""),
+    ("md", r"""
+A backward that builds each sample's (C, C) Jacobian is correct too, and passes; the grader
+times it against chainrule's Softmax on 4,000 rows and adds a note when it is far slower.
+"""),
+    ("code", r"""
+def softmax_backward_loop(grad_y, s):
+    grad_z = np.empty_like(grad_y)
+    for n in range(len(s)):
+        J = np.diag(s[n]) - np.outer(s[n], s[n])
+        grad_z[n] = J.T @ grad_y[n]
+    return grad_z
+
+
+result = exercises.check("softmax", (softmax_forward, softmax_backward_loop))
+print(result)
+assert result.ok and result.diagnosis == []
+"""),
+    ("md", r"""
+## A Dense layer object
+
+The student notebooks' layer class updated W inside `backward` and then returned dL/dx
+computed with the *new* W: the gradient of a layer that the forward pass never ran.
+"""),
+    ("code", r"""
+print(exercises.get("dense_layer").statement)
+"""),
+    ("code", r"""
+class DenseLayer:
+    def __init__(self, W, b, lr=0.1):
+        self.W, self.b, self.lr = W, b, lr
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.W + self.b
+
+    def backward(self, grad_z):
+        self.grad_W = self.x.T @ grad_z
+        self.grad_b = grad_z.sum(axis=0)
+        self.W = self.W - self.lr * self.grad_W      # the step, taken too early
+        self.b = self.b - self.lr * self.grad_b
+        return grad_z @ self.W.T
+
+    def update(self, lr):
+        pass
+
+
+result = exercises.check("dense_layer", DenseLayer)
+print(result)
+assert result.diagnosis == ["stale_weights"]
+"""),
+    ("code", r"""
+print(exercises.hint("dense_layer", level=3))
+"""),
+    ("code", r"""
+class DenseLayer:
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.W + self.b
+
+    def backward(self, grad_z):
+        self.grad_W = self.x.T @ grad_z
+        self.grad_b = grad_z.sum(axis=0)
+        return grad_z @ self.W.T
+
+    def update(self, lr):
+        self.W = self.W - lr * self.grad_W
+        self.b = self.b - lr * self.grad_b
+
+
+result = exercises.check("dense_layer", DenseLayer)
+print(result)
+assert result.ok
+"""),
+    ("md", r"""
+The same from a terminal, with progress kept between sessions (✓ in the list):
+
+    chainrule exercise list
+    chainrule exercise show conv2d
+    chainrule exercise template conv2d > mine.py      # fill it in, then
+    chainrule exercise check conv2d mine.py           # exit status 0 when it passes
+    chainrule exercise hint conv2d --level 2
+"""),
+]
+
 NOTEBOOKS = {
     "01_softmax_regression.ipynb": SOFTMAX,
     "02_mlp_mnist.ipynb": MLP,
     "03_gradient_checking.ipynb": GRADCHECK,
+    "04_exercises.ipynb": EXERCISES,
 }
 
 

@@ -50,7 +50,7 @@ def kernel(tmp_path, monkeypatch):
 def test_notebooks_are_generated_and_have_no_outputs():
     module = generator()
     assert NOTEBOOKS == ["01_softmax_regression.ipynb", "02_mlp_mnist.ipynb",
-                         "03_gradient_checking.ipynb"]
+                         "03_gradient_checking.ipynb", "04_exercises.ipynb"]
     for name, cells in module.NOTEBOOKS.items():
         on_disk = nbformat.read(EXAMPLES / name, as_version=4)
         nbformat.validate(on_disk)
@@ -76,7 +76,7 @@ def test_notebook_runs_top_to_bottom(name, kernel, tmp_path):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "data" in o and ("image/png" in o.data or "image/gif" in o.data)]
     expected = {"01_softmax_regression.ipynb": 3, "02_mlp_mnist.ipynb": 6,
-                "03_gradient_checking.ipynb": 0}[name]
+                "03_gradient_checking.ipynb": 0, "04_exercises.ipynb": 0}[name]
     assert len(images) == expected, f"{name}: {len(images)} pictures shown"
     gifs = sorted(p.name for p in tmp_path.glob("*.gif"))
     assert gifs == {"01_softmax_regression.ipynb": ["blobs_training.gif"],

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import __version__, functional, layers, losses, models, optimizers, runs, schedules
 from .callbacks import Callback
+from .exercises.cli import add_commands as add_exercise_commands
 from .model import Sequential
 from .runs import CHECKPOINT, CONFIG, MODEL, REPORT
 from .serialization import atomic_write, load_model
@@ -669,6 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None,
                    help="folder holding MNIST, for the nearest training digits (never downloads)")
     p.set_defaults(func=cmd_serve)
+
+    add_exercise_commands(sub, [common])
     return parser
 
 
