@@ -238,7 +238,7 @@ for activation in ("sigmoid", "relu"):
     loggers[activation] = logger
 
 for name, logger in loggers.items():
-    first, last = np.mean(logger.norms["dense_1/W"]), np.mean(logger.norms["dense_7/W"])
+    first, last = np.mean(logger.norms["dense_1.W"]), np.mean(logger.norms["dense_7.W"])
     print(f"{name:8s} first layer / last layer gradient norm: {first / last:.1e}")
 plot.plot_gradient_norms(loggers)
 """),
@@ -344,7 +344,7 @@ print(report)
 
 failing = [entry.name for entry in report.entries if not entry.ok]
 print("failing:", failing)
-assert failing == ["input", "dense_1/W", "dense_1/b"]
+assert failing == ["input", "dense_1.W", "dense_1.b"]
 print("layers:", [layer.name for layer in broken.layers])
 """),
     ("md", r"""
@@ -375,7 +375,7 @@ report = cr.gradcheck(forgetful, x, y)
 print(report)
 failing = [entry.name for entry in report.entries if not entry.ok]
 print("failing:", failing)
-assert failing == ["forgetful/b"]
+assert failing == ["forgetful.b"]
 """),
     ("md", r"""
 The same check runs for every layer and loss in chainrule's test suite, together with a

@@ -231,7 +231,7 @@ def spy_log():
 def test_config_round_trip_and_buffers():
     layer = BatchNorm(momentum=0.3, eps=1e-3, name="bn")
     config = layer.get_config()
-    assert config == {"name": "bn", "momentum": 0.3, "eps": 1e-3}
+    assert config == {"name": "bn", "momentum": 0.3, "eps": 1e-3, "frozen": False}
     assert json.loads(json.dumps(config)) == config
     twin = make_layer({"class_name": "BatchNorm", "config": config})
     assert twin.get_config() == config and repr(twin) == repr(layer)
@@ -294,9 +294,9 @@ def test_save_load_round_trip_restores_running_statistics(tmp_path, dtype):
     path = tmp_path / "bn.npz"
     model.save(path)
     with np.load(path) as archive:
-        assert {"state/batchnorm_1/running_mean", "state/batchnorm_1/running_var",
-                "state/batchnorm_2/running_mean", "state/batchnorm_2/running_var",
-                "param/batchnorm_1/gamma", "param/batchnorm_1/beta"} <= set(archive.files)
+        assert {"batchnorm_1.running_mean", "batchnorm_1.running_var",
+                "batchnorm_2.running_mean", "batchnorm_2.running_var",
+                "batchnorm_1.gamma", "batchnorm_1.beta"} <= set(archive.files)
     loaded = cr.load_model(path)
     for ours, theirs in zip(model.layers, loaded.layers, strict=True):
         for name, value in ours.buffers().items():
@@ -317,10 +317,10 @@ def test_load_refuses_a_file_without_the_running_statistics(tmp_path):
     path = tmp_path / "bn.npz"
     model.save(path)
     with np.load(path) as archive:
-        arrays = {k: archive[k] for k in archive.files if k != "state/batchnorm_2/running_var"}
+        arrays = {k: archive[k] for k in archive.files if k != "batchnorm_2.running_var"}
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=re.escape(
-            "lacks the layer state 'state/batchnorm_2/running_var'")):
+            "lacks the layer state 'batchnorm_2.running_var'")):
         cr.load_model(path)
 
 
@@ -407,7 +407,8 @@ def test_get_and_set_weights_carry_the_running_statistics():
     model.set_weights(weights)
     np.testing.assert_array_equal(bn.running_mean, weights[4])
     np.testing.assert_array_equal(bn.running_var, weights[5])
-    with pytest.raises(ValueError, match=r"set_weights: batchnorm_1/running_mean expects shape"):
+    with pytest.raises(ValueError, match=r"set_weights: batchnorm_1.running_mean expected shape "
+                                         r"\(4,\), got \(5,\)"):
         model.set_weights(weights[:4] + [np.zeros(5)] + weights[5:])
 
 
@@ -499,3 +500,41 @@ def test_image_batchnorm_trains_on_batches_of_one():
     model.compile("adam", losses.SparseCategoricalCrossEntropy(from_logits=True))
     history = model.fit(x, y, epochs=1, batch_size=1, verbose=0)
     assert history.params["steps"] == 5 and history.params["left_out_per_epoch"] == 0
+
+
+# ---------------------------------------------------------------------- frozen
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 4)], ids=["features", "images"])
+def test_frozen_batchnorm_is_the_inference_map_in_training_too(shape):
+    """frozen=True: training forward = inference forward (running statistics, never updated),
+    backward dL/dx = γ/√(running_var + ε) · g; equal to torch's BatchNorm in eval mode."""
+    rng = np.random.default_rng(0)
+    layer = BatchNorm(frozen=True)
+    layer.build(shape[1:], dtype=np.float64)
+    layer.running_mean[...] = rng.standard_normal(3)
+    layer.running_var[...] = rng.random(3) + 0.5
+    layer.gamma.value[...] = rng.standard_normal(3)
+    layer.beta.value[...] = rng.standard_normal(3)
+    stats = (layer.running_mean.copy(), layer.running_var.copy())
+    x = rng.standard_normal(shape)
+    np.testing.assert_array_equal(layer.forward(x, training=True), layer.forward(x))
+    np.testing.assert_array_equal(layer.running_mean, stats[0])
+    np.testing.assert_array_equal(layer.running_var, stats[1])
+    assert layer.min_training_batch() == 1
+
+    torch_bn = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(3).double()
+    with torch.no_grad():
+        torch_bn.running_mean.copy_(torch.from_numpy(stats[0]))
+        torch_bn.running_var.copy_(torch.from_numpy(stats[1]))
+        torch_bn.weight.copy_(torch.from_numpy(layer.gamma.value))
+        torch_bn.bias.copy_(torch.from_numpy(layer.beta.value))
+    torch_bn.eval()
+    x_t = to_torch(x, requires_grad=True)
+    y_t = torch_bn(x_t)
+    g = rng.standard_normal(shape)
+    y_t.backward(to_torch(g))
+    y = layer.forward(x, training=True)
+    assert_close(y, y_t, 1e-12, "frozen y")
+    assert_close(layer.backward(g), x_t.grad, 1e-12, "frozen dL/dx")
+    assert_close(layer.gamma.grad, torch_bn.weight.grad, 1e-12, "frozen dL/dγ")
+    assert_close(layer.beta.grad, torch_bn.bias.grad, 1e-12, "frozen dL/dβ")
+    assert cr.gradcheck(layer, x).ok

@@ -258,7 +258,7 @@ def test_gradient_norm_logger_records_the_norm_of_each_applied_gradient(mnist):
     logger = cr.GradientNormLogger()
     model.fit(x[:256], y[:256], epochs=2, batch_size=64, shuffle=False, seed=0, verbose=0,
               callbacks=[logger])
-    assert list(logger.norms) == ["dense_1/W", "dense_1/b", "dense_2/W", "dense_2/b"]
+    assert list(logger.norms) == ["dense_1.W", "dense_1.b", "dense_2.W", "dense_2.b"]
     assert logger.steps == list(range(1, 9))
     assert all(len(v) == 8 for v in logger.norms.values())
 
@@ -271,7 +271,7 @@ def test_gradient_norm_logger_records_the_norm_of_each_applied_gradient(mnist):
             for layer in twin.layers:
                 for p in layer.parameters():
                     norm = float(np.linalg.norm(p.grad.astype(np.float64)))
-                    expected[f"{layer.name}/{p.name}"].append(norm)
+                    expected[f"{layer.name}.{p.name}"].append(norm)
     for name, values in logger.norms.items():
         assert values == pytest.approx(expected[name], rel=1e-5), name
 
@@ -295,7 +295,7 @@ def test_gradient_norms_vanish_through_sigmoids_not_through_relus(mnist, tmp_pat
         loggers[activation] = cr.GradientNormLogger()
         net.fit(x[:1280], y[:1280], epochs=1, batch_size=64, seed=0, verbose=0,
                 callbacks=[loggers[activation]])
-    ratio = {name: np.mean(log.norms["dense_1/W"]) / np.mean(log.norms["dense_6/W"])
+    ratio = {name: np.mean(log.norms["dense_1.W"]) / np.mean(log.norms["dense_6.W"])
              for name, log in loggers.items()}
     assert ratio["sigmoid"] < 0.02 < 0.2 < ratio["relu"], ratio
 

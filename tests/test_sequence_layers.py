@@ -168,7 +168,7 @@ def torch_positional(layer) -> TorchRef:
 
 
 def torch_residual(layer) -> TorchRef:
-    """x + the block, each inner layer through its own reference; grads named <layer>/<name>."""
+    """x + the block, each inner layer through its own reference; grads named <layer>.<name>."""
     refs = [(inner.name, TORCH_REFS[type(inner)](inner)) for inner in layer.layers]
 
     def forward(x):
@@ -178,7 +178,7 @@ def torch_residual(layer) -> TorchRef:
         return x + out
 
     def grads():
-        return {f"{name}/{k}": g for name, ref in refs for k, g in ref.grads().items()}
+        return {f"{name}.{k}": g for name, ref in refs for k, g in ref.grads().items()}
 
     return TorchRef(forward, grads)
 
@@ -748,12 +748,13 @@ def test_residual_names_its_layers_and_parameters():
                                                       "dense_2"]
     block.build((3, 4))
     assert [p.name for p in block.parameters()] == [
-        "layernorm_1/gamma", "layernorm_1/beta", "dense_1/W", "dense_1/b", "dense_2/W",
-        "dense_2/b"]
+        "layernorm_1.gamma", "layernorm_1.beta", "dense_1.W", "dense_1.b", "dense_2.W",
+        "dense_2.b"]
     assert block.count_params() == 4 + 4 + 4 * 8 + 8 + 8 * 4 + 4
     model = cr.Sequential([layers.Dense(4, input_shape=(3, 2)), mlp_block(), mlp_block()])
-    names = [f"{layer.name}/{p.name}" for layer in model.layers for p in layer.parameters()]
-    assert names[2:4] == ["residual_1/layernorm_1/gamma", "residual_1/layernorm_1/beta"]
+    names = [name for name, _ in model.named_parameters()]
+    assert names[2:4] == ["residual_1.layernorm_1.gamma", "residual_1.layernorm_1.beta"]
+    assert list(model.state_dict())[2:4] == names[2:4]
     assert len(set(names)) == len(names)
 
 
@@ -798,7 +799,7 @@ def test_residual_gradcheck_with_dropout_inside_a_model():
     report = cr.gradcheck(model, rng.standard_normal((5, 3, 2)), rng.integers(0, 3, 5),
                           max_entries=30)
     assert report.ok and report.max_rel_error < 1e-6, str(report)
-    assert "residual_1/dense_1/W" in [e.name for e in report.entries]
+    assert "residual_1.dense_1.W" in [e.name for e in report.entries]
 
 
 def residual_model(seed=0):
@@ -822,11 +823,11 @@ def test_model_with_residual_saves_loads_and_resumes_exactly(tmp_path):
     model.save(path)
     loaded = cr.load_model(path)
     assert loaded.get_config() == model.get_config()
-    assert [f"{layer.name}/{p.name}" for layer in loaded.layers for p in layer.parameters()] == \
-        [f"{layer.name}/{p.name}" for layer in model.layers for p in layer.parameters()]
+    assert [name for name, _ in loaded.named_parameters()] == \
+        [name for name, _ in model.named_parameters()]
     buffers = loaded.layers[1].buffers()
-    assert sorted(buffers) == ["batchnorm_1/running_mean", "batchnorm_1/running_var"]
-    np.testing.assert_array_equal(buffers["batchnorm_1/running_mean"],
+    assert sorted(buffers) == ["batchnorm_1.running_mean", "batchnorm_1.running_var"]
+    np.testing.assert_array_equal(buffers["batchnorm_1.running_mean"],
                                   model.layers[1].layers[1].running_mean)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     # Same optimizer state and dropout stream: training goes on identically.

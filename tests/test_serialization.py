@@ -132,9 +132,9 @@ def test_adam_step_is_saved_and_loaded_as_an_exact_integer(tmp_path):
     path = tmp_path / "m.npz"
     model.save(path)
     with np.load(path, allow_pickle=False) as archive:
-        saved = archive["optimizer/0/step"]
+        saved = archive["optimizer/dense_1.W/step"]
         assert saved.dtype == np.int64 and saved.shape == () and int(saved) == 2**24 + 1
-        assert archive["optimizer/0/m"].dtype == np.float32
+        assert archive["optimizer/dense_1.W/m"].dtype == np.float32
     loaded = cr.load_model(path)
     state = loaded.optimizer.state
     assert type(state[loaded.parameters()[0]]["step"]) is int
@@ -174,9 +174,9 @@ def test_file_is_a_plain_npz(tmp_path):
     with np.load(path, allow_pickle=False) as archive:
         files = set(archive.files)
         config = json.loads(str(archive["__chainrule__"]))
-        W = archive["param/dense_1/W"]
-    assert {"__chainrule__", "param/dense_1/W", "param/dense_1/b", "param/dense_3/W"} <= files
-    assert any(name.startswith("optimizer/0/") for name in files)
+        W = archive["dense_1.W"]
+    assert {"__chainrule__", "dense_1.W", "dense_1.b", "dense_3.W"} <= files
+    assert any(name.startswith("optimizer/dense_1.W/") for name in files)
     assert config["format"] == "chainrule-model"
     assert config["model"]["name"] == "net"
     assert np.array_equal(W, model.layers[1].W.value)
@@ -263,8 +263,8 @@ def test_load_foreign_config_and_wrong_shapes(tmp_path):
     model.save(good)
     with np.load(good, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
-    arrays["param/dense_1/W"] = np.zeros((5, 5), np.float32)
+    arrays["dense_1.W"] = np.zeros((5, 5), np.float32)
     np.savez(tmp_path / "bad.npz", **arrays)
-    with pytest.raises(ValueError, match=r"param/dense_1/W has shape \(5, 5\), the architecture "
+    with pytest.raises(ValueError, match=r"dense_1.W has shape \(5, 5\), the architecture "
                                          r"needs \(6, 12\)"):
         cr.load_model(tmp_path / "bad.npz")

@@ -1,8 +1,6 @@
 """chainrule: neural networks in NumPy, every gradient derived by hand from the chain rule."""
 
-__version__ = "0.1.0"
-
-from . import (  # noqa: E402
+from . import (
     callbacks,
     functional,
     initializers,
@@ -12,18 +10,19 @@ from . import (  # noqa: E402
     optimizers,
     schedules,
 )
-from .callbacks import (  # noqa: E402
+from .callbacks import (
     Callback,
     EarlyStopping,
     GradientNormLogger,
     History,
     ModelCheckpoint,
 )
-from .explain import BackwardReport, explain_backward  # noqa: E402
-from .gradcheck import GradcheckReport, gradcheck  # noqa: E402
-from .model import Sequential  # noqa: E402
-from .parameter import Parameter  # noqa: E402
-from .serialization import load_model  # noqa: E402
+from .explain import BackwardReport, explain_backward
+from .gradcheck import GradcheckReport, gradcheck
+from .model import Sequential
+from .parameter import Parameter
+from .serialization import load_model
+from .version import __version__
 
 __all__ = [
     "__version__",

@@ -34,7 +34,7 @@ def as_weights(value, dtype, what: str) -> np.ndarray:
     Args:
         value: array-like.
         dtype: float32 or float64, the model's dtype.
-        what: the array's name for messages, e.g. ``"load_model: m.npz: param/dense_1/W"``.
+        what: the array's name for messages, e.g. ``"load_model: m.npz: dense_1.W"``.
 
     Returns:
         A new array of ``dtype`` (never ``value`` itself).

@@ -169,7 +169,8 @@ class GradientNormLogger(Callback):
             per-step norms).
 
     Attributes:
-        norms: dict "layer/param" (e.g. "dense_1/W") → list of floats, in layer order.
+        norms: dict of parameter names (``model.named_parameters()``, e.g. "dense_1.W") → list
+            of floats, in layer order.
         steps: the x axis of ``norms``: 1-based global step numbers ("batch") or epoch numbers
             ("epoch"). Successive ``fit`` calls append, so a model trained in slices keeps one
             series.
@@ -189,8 +190,7 @@ class GradientNormLogger(Callback):
         self._count = 0
 
     def on_train_begin(self, logs=None):
-        self._named = [(f"{layer.name}/{p.name}", p) for layer in self.model.layers
-                       for p in layer.parameters()]
+        self._named = self.model.named_parameters()
         for name, _ in self._named:
             self.norms.setdefault(name, [])
 

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, functional, layers, losses, models, optimizers, runs, schedules
+from . import functional, layers, losses, models, optimizers, runs, schedules
 from .callbacks import Callback
 from .exercises.cli import add_commands as add_exercise_commands
+from .fileio import atomic_write
 from .model import Sequential
 from .runs import CHECKPOINT, CONFIG, MODEL, REPORT
-from .serialization import atomic_write, load_model
+from .serialization import load_model
+from .version import __version__
 
 DEFAULT_LR = {("softmax", "sgd"): 0.5, ("mlp", "sgd"): 0.1, ("cnn", "sgd"): 0.05,
               ("softmax", None): 1e-2, ("mlp", None): 2e-3, ("cnn", None): 1e-3}

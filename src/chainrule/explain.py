@@ -37,8 +37,6 @@ SMALL_AXIS = 5
 SMALL_BATCH = 4
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_ACTIVATIONS = (activations.ReLU, activations.LeakyReLU, activations.Sigmoid, activations.Tanh,
-                activations.Softmax, activations.Identity)
 
 
 def _sub(k: int) -> str:
@@ -201,7 +199,7 @@ def _symbols(layers: list[Layer]) -> list[tuple[str, str]]:
         elif isinstance(layer, Dense | Conv2D):
             k += 1
             name = f"z{_sub(k)}"
-        elif isinstance(layer, _ACTIVATIONS):
+        elif isinstance(layer, (*activations.ELEMENTWISE, activations.Softmax)):
             name = f"a{_sub(k)}"
         else:
             name = f"y{_sub(i)}"

@@ -46,6 +46,7 @@ import numpy as np
 
 from .layers.base import Layer
 from .losses import Loss
+from .model import Sequential
 
 #: Largest share of an array's checked entries that may be kinks (at least one is allowed).
 KINK_FRACTION = 0.1
@@ -191,8 +192,6 @@ def gradcheck(obj, *args, tol: float = 1e-6, h: float = 1e-3, floor: float = 1e-
         TypeError: for an object that is not a Layer, Loss or Sequential.
         ValueError: for a tolerance, step, floor or max_entries that is not positive.
     """
-    from .model import Sequential
-
     _check_options(tol, h, floor, max_entries)
     opts = dict(rng=np.random.default_rng(seed), tol=float(tol), h=float(h),
                 floor=float(floor), max_entries=max_entries, verbose=verbose)
@@ -338,9 +337,7 @@ def _check_model(model, x, y, *, rng, **opts):
     arrays = []
     if grad_x is not None and np.issubdtype(x64.dtype, np.floating):
         arrays.append(("input", x64, grad_x))
-    for layer in clone.layers:
-        arrays += [(f"{layer.name}/{p.name}", p.value, p.grad.copy())
-                   for p in layer.parameters()]
+    arrays += [(name, p.value, p.grad.copy()) for name, p in clone.named_parameters()]
     return _run(f"model '{model.name}'", arrays, f, rng, **opts)
 
 

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .registry import Registry
+
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) == 2:
@@ -66,14 +68,9 @@ def zeros(shape, rng=None, dtype=np.float32) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
-INITIALIZERS = {
-    "he_normal": he_normal,
-    "he_uniform": he_uniform,
-    "glorot_uniform": glorot_uniform,
-    "glorot_normal": glorot_normal,
-    "normal": normal,
-    "zeros": zeros,
-}
+INITIALIZERS = Registry("initializer")
+for _init in (he_normal, he_uniform, glorot_uniform, glorot_normal, normal, zeros):
+    INITIALIZERS.register(_init)
 
 
 def get(name: str, what: str | None = None):
@@ -85,10 +82,4 @@ def get(name: str, what: str | None = None):
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
-    try:
-        return INITIALIZERS[name]
-    except (KeyError, TypeError):
-        where = f"{what}: " if what else ""
-        raise ValueError(
-            f"{where}unknown initializer {name!r}; expected one of {sorted(INITIALIZERS)}"
-        ) from None
+    return INITIALIZERS.get(name, what)

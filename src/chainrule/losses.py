@@ -19,6 +19,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import FLOAT_DTYPES
+from .registry import Registry
 from .validate import boolean, construct, number
 
 REDUCTIONS = ("mean", "sum")
@@ -369,22 +370,14 @@ class SparseCategoricalCrossEntropy(Loss):
                 "ignore_index": self.ignore_index}
 
 
-LOSSES: dict[str, type[Loss]] = {
-    "mse": MeanSquaredError,
-    "mean_squared_error": MeanSquaredError,
-    "binary_crossentropy": BinaryCrossEntropy,
-    "categorical_crossentropy": CategoricalCrossEntropy,
-    "sparse_categorical_crossentropy": SparseCategoricalCrossEntropy,
-}
-LOSS_CLASSES = {
-    cls.__name__: cls
-    for cls in (
-        MeanSquaredError,
-        BinaryCrossEntropy,
-        CategoricalCrossEntropy,
-        SparseCategoricalCrossEntropy,
-    )
-}
+LOSSES = Registry("loss", expected="pass a Loss instance or one of")
+LOSS_CLASSES = Registry("loss class", expected="known:")
+for _name, _cls in (("mse", MeanSquaredError), ("mean_squared_error", MeanSquaredError),
+                    ("binary_crossentropy", BinaryCrossEntropy),
+                    ("categorical_crossentropy", CategoricalCrossEntropy),
+                    ("sparse_categorical_crossentropy", SparseCategoricalCrossEntropy)):
+    LOSSES.register(_cls, _name)
+    LOSS_CLASSES.register(_cls)
 
 
 def get(identifier) -> Loss:
@@ -395,12 +388,7 @@ def get(identifier) -> Loss:
     """
     if isinstance(identifier, Loss):
         return identifier
-    try:
-        return LOSSES[identifier]()
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown loss {identifier!r}; pass a Loss instance or one of {sorted(LOSSES)}"
-        ) from None
+    return LOSSES.get(identifier)()
 
 
 def from_config(class_name: str, config: dict) -> Loss:
@@ -409,6 +397,4 @@ def from_config(class_name: str, config: dict) -> Loss:
     Raises:
         ValueError: for an unknown class, or a config the constructor does not accept.
     """
-    if not isinstance(class_name, str) or class_name not in LOSS_CLASSES:
-        raise ValueError(f"unknown loss class {class_name!r}; known: {sorted(LOSS_CLASSES)}")
-    return construct(LOSS_CLASSES[class_name], config)
+    return construct(LOSS_CLASSES.get(class_name), config)

@@ -24,6 +24,8 @@ from .layers.base import (
     make_layer,
 )
 from .parameter import Parameter
+from .random_state import check_state_array, set_state
+from .serialization import MODELS, save_model
 from .validate import seed as seed_arg
 
 # fit stops as diverged once the batch loss stays above DIVERGENCE_FACTOR × its reference for
@@ -215,6 +217,8 @@ class Sequential:
             shape = layer.output_shape
         self.output_shape = shape
         self._params = [p for layer in self.layers for p in layer.parameters()]
+        if self.optimizer is not None:
+            self.optimizer.bind(self.named_parameters())
 
     def parameters(self) -> list[Parameter]:
         """All trainable Parameters, layer by layer, in a stable order."""
@@ -223,24 +227,88 @@ class Sequential:
     def count_params(self) -> int:
         return sum(p.size for p in self._params)
 
-    def _weight_arrays(self) -> list[tuple[str, np.ndarray]]:
-        """(label, array) for every parameter value, then every buffer, layer by layer."""
-        arrays = []
-        for layer in self.layers:
-            arrays += [(f"{layer.name}/{p.name}", p.value) for p in layer.parameters()]
-            arrays += [(f"{layer.name}/{k}", v) for k, v in sorted(layer.buffers().items())]
-        return arrays
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        """(``<layer>.<name>``, Parameter) for every trainable parameter, in ``parameters()``
+        order: the names ``state_dict``, ``optimizer.state_dict`` and gradcheck reports use."""
+        return [(f"{layer.name}.{p.name}", p) for layer in self.layers
+                for p in layer.parameters()]
+
+    def _state_entries(self) -> list[tuple[str, Layer, str, str, np.ndarray]]:
+        """(model name, layer, layer name, kind, array) of every entry of ``state_dict``."""
+        return [(f"{layer.name}.{key}", layer, key, kind, array)
+                for layer in self.layers for key, kind, array in layer.state_entries()]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """All of the model's state by stable name: every parameter and buffer, and the random
+        state of the layers that draw, layer by layer (``Layer.state_entries`` order).
+
+        Names are ``<layer>.<name>``: ``dense_1.W``, ``dense_1.b``,
+        ``batchnorm_1.running_mean``, ``dropout_1.rng`` (six uint64 words, see
+        ``chainrule.random_state``). The arrays are the model's own (not copies), except the
+        random states; ``load_state_dict`` puts a dict like this back.
+        """
+        return {name: array for name, _, _, _, array in self._state_entries()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy ``state`` (as ``state_dict`` returns) into the model, in place.
+
+        Every array is checked before anything changes: its shape must be the model's; weights
+        must cast safely to the model's dtype and be finite (``backend.as_weights``); random
+        states must be (6,) uint64 arrays.
+
+        Args:
+            state: name → array.
+            strict: refuse names the model lacks and require every name it has. With False,
+                only the names both have are loaded (and still checked).
+
+        Raises:
+            ValueError: naming the missing or unexpected names, or the array and what was
+                expected vs got.
+            TypeError: for a weight array whose dtype does not cast safely.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict expects a dict of name → array, got "
+                            f"{type(state).__name__}")
+        entries = self._state_entries()
+        own = {name for name, *_ in entries}
+        if strict:
+            missing = [name for name, *_ in entries if name not in state]
+            unexpected = [name for name in state if name not in own]
+            if missing or unexpected:
+                parts = []
+                if missing:
+                    parts.append(f"missing {_listed(missing)}")
+                if unexpected:
+                    parts.append(f"unexpected {_listed(unexpected)}")
+                raise ValueError(f"load_state_dict: {'; '.join(parts)} (the model has "
+                                 f"{_listed([name for name, *_ in entries])})")
+        checked = []
+        for name, layer, key, kind, target in entries:
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            what = f"load_state_dict: {name}"
+            if kind == "rng":
+                checked.append((layer, key, kind, target, check_state_array(value, what)))
+                continue
+            if value.shape != target.shape:
+                raise ValueError(f"{what} expected shape {target.shape}, got {value.shape}")
+            checked.append((layer, key, kind, target, as_weights(value, target.dtype, what)))
+        for layer, key, kind, target, value in checked:
+            if kind == "rng":
+                set_state(layer.rng, value, f"load_state_dict: {layer.name}.{key}")
+            else:
+                np.copyto(target, value)
 
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of every weight: each layer's parameter values (``parameters()`` order), then its
-        buffers such as BatchNorm's running statistics (by name) — all a model's state."""
-        return [array.copy() for _, array in self._weight_arrays()]
+        """Copies of every weight, in ``state_dict`` order without the random states: each
+        layer's parameter values, then its buffers (BatchNorm's running statistics)."""
+        return [array.copy() for _, _, _, kind, array in self._state_entries() if kind != "rng"]
 
     def set_weights(self, weights) -> None:
         """Overwrite every weight in place (same order, shapes and count as ``get_weights``).
 
-        All arrays are checked before any weight changes. Integer and bool arrays are accepted
-        when the model dtype holds their values exactly (see ``backend.as_weights``).
+        All arrays are checked before any weight changes, as in ``load_state_dict``.
 
         Raises:
             ValueError: for a wrong count or shape, NaN/inf values, or integers the model
@@ -248,19 +316,13 @@ class Sequential:
             TypeError: for an array whose dtype does not cast safely (complex, strings, …).
         """
         weights = list(weights)
-        targets = self._weight_arrays()
-        if len(weights) != len(targets):
-            raise ValueError(f"set_weights expected {len(targets)} arrays, got {len(weights)}")
-        checked = []
-        for (label, target), w in zip(targets, weights, strict=True):
-            w = np.asarray(w)
-            if w.shape != target.shape:
-                raise ValueError(
-                    f"set_weights: {label} expects shape {target.shape}, got {w.shape}"
-                )
-            checked.append(as_weights(w, target.dtype, f"set_weights: {label}"))
-        for (_, target), w in zip(targets, checked, strict=True):
-            np.copyto(target, w)
+        names = [name for name, _, _, kind, _ in self._state_entries() if kind != "rng"]
+        if len(weights) != len(names):
+            raise ValueError(f"set_weights expected {len(names)} arrays, got {len(weights)}")
+        try:
+            self.load_state_dict(dict(zip(names, weights, strict=True)), strict=False)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(str(exc).replace("load_state_dict:", "set_weights:", 1)) from None
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="adam", loss=None, metrics=None) -> None:
@@ -278,6 +340,7 @@ class Sequential:
         if loss is None:
             raise ValueError("compile needs a loss, e.g. losses.SparseCategoricalCrossEntropy()")
         self.optimizer = optimizers_mod.get(optimizer)
+        self.optimizer.bind(self.named_parameters())
         self.loss = losses_mod.get(loss)
         last = self.layers[-1] if self.layers else None
         if isinstance(last, activations.Softmax | activations.Sigmoid) and getattr(
@@ -653,12 +716,8 @@ class Sequential:
                            dtype=self.dtype if dtype is None else dtype, seed=self.seed,
                            name=self.name)
         clone.build(self.input_shape if self.built else input_shape)
-        if not self.built:
-            return clone
-        clone.set_weights(self.get_weights())
-        for src, dst in zip(self.layers, clone.layers, strict=True):
-            if isinstance(getattr(src, "rng", None), np.random.Generator):
-                dst.rng.bit_generator.state = src.rng.bit_generator.state
+        if self.built:
+            clone.load_state_dict(self.state_dict())
         return clone
 
     def get_config(self) -> dict:
@@ -693,8 +752,6 @@ class Sequential:
 
         See :func:`chainrule.serialization.save_model`.
         """
-        from .serialization import save_model
-
         save_model(self, path, include_optimizer=include_optimizer, metadata=metadata)
 
     def __repr__(self) -> str:
@@ -754,3 +811,12 @@ def _check_batch_size(batch_size, what: str) -> int:
     if not _is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"{what}: batch_size must be a positive integer, got {batch_size!r}")
     return int(batch_size)
+
+
+def _listed(names: list[str], most: int = 6) -> str:
+    """'a', 'b' and 3 more: a list of names, short enough for one message."""
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+MODELS.register(Sequential)

@@ -14,7 +14,8 @@ one ValueError naming the field, e.g.
                                optimizer {class_name str, config {…}, iterations int ≥ 0,
                                           epoch int ≥ 0},
                                metrics [str, …], include_optimizer bool}
-    rng_states         {layer name: {…}}                          (optional)
+    rng_states         {layer name: {…}}             (optional; format 1 only: format 2 keeps
+                                                    the random states in the arrays)
     metadata           {…}                                        (optional)
 
 Unknown keys are refused: a file that carries something this version does not read says so
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 
 FORMAT = "chainrule-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DTYPES = ("float32", "float64")
 
 
@@ -130,6 +131,9 @@ def check_config(config, where: str) -> dict:
         check.string(config["chainrule_version"], "chainrule_version")
     _check_model(check, config["model"])
     config["compile"] = _check_compile(check, config.get("compile"))
+    if version >= 2 and "rng_states" in config:
+        raise ValueError(f"{where}: rng_states belongs to format 1 files; format {version} "
+                         "keeps the random states as arrays (<layer>.rng)")
     config["rng_states"] = check.object(config.get("rng_states", {}), "rng_states",
                                         closed=False)
     for name, state in config["rng_states"].items():

@@ -15,7 +15,9 @@ import math
 import numpy as np
 
 from . import schedules
+from .backend import as_weights
 from .parameter import Parameter
+from .registry import Registry
 from .validate import boolean, construct, number
 
 #: Steps between two flushes of subnormal state values (see ``_flush_subnormals``).
@@ -69,6 +71,7 @@ class Optimizer:
         self.last_lr: float | None = None
         self.state: dict[Parameter, dict[str, np.ndarray | int]] = {}
         self._scratch: dict[Parameter, np.ndarray] = {}
+        self._names: dict[Parameter, str] = {}
 
     @property
     def learning_rate(self) -> float:
@@ -114,9 +117,82 @@ class Optimizer:
 
     def state_layout(self) -> dict[str, str]:
         """The entries of one parameter's state: ``{key: "array" | "count"}``, an array of the
-        parameter's shape or an integer counter. ``load_model`` checks a file's
-        ``optimizer/<i>/<key>`` arrays against it before reading them."""
+        parameter's shape or an integer counter. ``load_state_dict`` (and ``load_model``, before
+        reading a file's arrays) checks state against it."""
         return {}
+
+    # ------------------------------------------------------------------ state by name
+    def bind(self, named_parameters) -> None:
+        """Name the parameters this optimizer will step: ``[(name, Parameter), …]`` as
+        ``Sequential.named_parameters()`` gives (``compile`` calls it, and again when the
+        model gains layers), so that ``state_dict`` can name their state."""
+        self._names = {p: name for name, p in named_parameters}
+
+    def state_dict(self) -> dict:
+        """The optimizer's state by parameter name: ``{"iterations": int, "epoch": int,
+        "state": {name: {key: array | int}}}`` (the arrays are the optimizer's own).
+
+        Raises:
+            RuntimeError: for state of a parameter the optimizer has no name for (not
+                bound to a model's ``named_parameters``).
+        """
+        state = {}
+        for p, entries in self.state.items():
+            if p not in self._names:
+                raise RuntimeError(
+                    f"{type(self).__name__}.state_dict: a parameter {p.name!r} {p.shape} has "
+                    "state but no name; bind the optimizer to a model (compile does)"
+                )
+            state[self._names[p]] = dict(entries)
+        return {"iterations": self.iterations, "epoch": self.epoch, "state": state}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back what ``state_dict`` returned, for the parameters bound by name (copies).
+
+        Every entry is checked first: names the optimizer knows, the keys of
+        ``state_layout``, arrays of the parameter's shape (cast to its dtype, finite),
+        counters as integers ≥ 0. A parameter without state starts fresh at its next step.
+
+        Raises:
+            ValueError: naming the parameter and entry that does not fit.
+        """
+        kind = type(self).__name__
+        if not isinstance(state, dict) or set(state) != {"iterations", "epoch", "state"}:
+            raise ValueError(f"{kind}.load_state_dict expects {{'iterations', 'epoch', "
+                             f"'state'}}, got {state!r:.80}")
+        by_name = {name: p for p, name in self._names.items()}
+        layout = self.state_layout()
+        loaded = {}
+        for name, entries in state["state"].items():
+            where = f"{kind}.load_state_dict: {name}"
+            if name not in by_name:
+                raise ValueError(f"{where}: no such parameter; the model has "
+                                 f"{sorted(by_name)[:6]}")
+            p = by_name[name]
+            if set(entries) != set(layout):
+                raise ValueError(f"{where}: expected the entries {sorted(layout)}, got "
+                                 f"{sorted(entries)}")
+            own = {}
+            for key, value in entries.items():
+                if layout[key] == "count":
+                    if not isinstance(value, int | np.integer) or isinstance(value, bool) \
+                            or value < 0:
+                        raise ValueError(f"{where}/{key} must be an integer >= 0, got {value!r}")
+                    own[key] = int(value)
+                    continue
+                value = np.asarray(value)
+                if value.shape != p.shape:
+                    raise ValueError(f"{where}/{key} expected shape {p.shape}, got "
+                                     f"{value.shape}")
+                own[key] = as_weights(value, p.dtype, f"{where}/{key}")
+            loaded[p] = own
+        for count in ("iterations", "epoch"):
+            value = state[count]
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{kind}.load_state_dict: {count} must be an integer >= 0, got "
+                                 f"{value!r}")
+        self.iterations, self.epoch = int(state["iterations"]), int(state["epoch"])
+        self.state = loaded
 
     def _update(self, value, grad, state, tmp, lr) -> None:
         raise NotImplementedError
@@ -345,8 +421,11 @@ class RMSprop(Optimizer):
         }
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
-OPTIMIZER_CLASSES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+OPTIMIZERS = Registry("optimizer", expected="pass an Optimizer or one of")
+OPTIMIZER_CLASSES = Registry("optimizer", expected="known:")
+for _cls in (SGD, Adam, AdamW, RMSprop):
+    OPTIMIZERS.register(_cls, _cls.__name__.lower())
+    OPTIMIZER_CLASSES.register(_cls)
 
 
 def get(identifier) -> Optimizer:
@@ -357,12 +436,8 @@ def get(identifier) -> Optimizer:
     """
     if isinstance(identifier, Optimizer):
         return identifier
-    try:
-        return OPTIMIZERS[str(identifier).lower()]()
-    except KeyError:
-        raise ValueError(
-            f"unknown optimizer {identifier!r}; pass an Optimizer or one of {sorted(OPTIMIZERS)}"
-        ) from None
+    name = identifier.lower() if isinstance(identifier, str) else identifier
+    return OPTIMIZERS.get(name)()
 
 
 def from_config(class_name: str, config: dict) -> Optimizer:
@@ -372,8 +447,7 @@ def from_config(class_name: str, config: dict) -> Optimizer:
         ValueError: for an unknown class or schedule, or a config the constructors do not
             accept.
     """
-    if not isinstance(class_name, str) or class_name not in OPTIMIZER_CLASSES:
-        raise ValueError(f"unknown optimizer {class_name!r}; known: {sorted(OPTIMIZER_CLASSES)}")
+    cls = OPTIMIZER_CLASSES.get(class_name)
     if not isinstance(config, dict):
         raise ValueError(f"{class_name}: the config must be a dict of arguments, got {config!r}")
     config = dict(config)
@@ -385,4 +459,4 @@ def from_config(class_name: str, config: dict) -> Optimizer:
                 f"got {lr!r}"
             )
         config["lr"] = schedules.from_config(lr["schedule"], lr["config"])
-    return construct(OPTIMIZER_CLASSES[class_name], config)
+    return construct(cls, config)

@@ -636,7 +636,7 @@ def plot_gradient_norms(source, path=None, params: str | None = "W", title: str 
     handles = []
     for k, (ax, (label, run)) in enumerate(zip(axes, runs, strict=True)):
         norms, steps, unit = _norm_series(run)
-        names = [n for n in norms if params is None or n.rsplit("/", 1)[-1] == params]
+        names = [n for n in norms if params is None or n.rsplit(".", 1)[-1] == params]
         if not names:
             raise ValueError(
                 f"plot_gradient_norms: no parameter named {params!r} among {list(norms)}"

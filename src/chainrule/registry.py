@@ -1,9 +1,11 @@
-"""Registry: names → classes for one kind of object (layers, losses, optimizers, …).
+"""Registry: names → classes (or functions) for one kind of object.
 
-Saved configs refer to classes by name; a registry turns the name back into the class. Only
-chainrule's own classes are registered automatically. A class defined elsewhere (a notebook's
-``class Tanh(layers.Tanh)``) is never looked up by accident: it is used only where the caller
-passes it explicitly (``custom_objects=``) or registers it under a name no other class holds.
+Configs and arguments name layers, activations, initializers, losses, optimizers and
+schedules; one Registry per kind turns the name back into the object, with one way to fail
+("unknown … ; expected one of …"). Only chainrule's own classes are registered automatically.
+A class defined elsewhere (a notebook's ``class Tanh(layers.Tanh)``) is never looked up by
+accident: it is used only where the caller passes it explicitly (``custom_objects=``) or
+registers it under a name no other class holds.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ class Registry:
     """A name → class table that refuses to give one name to two classes.
 
     Args:
-        kind: what the classes are ("layer", "loss", …), for messages.
+        kind: what the names name ("layer class", "loss", …), for messages.
+        expected: the words before the list of known names in an "unknown" message.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, expected: str = "expected one of"):
         self.kind = kind
+        self.expected = expected
         self._classes: dict[str, type] = {}
 
     def register(self, cls: type, name: str | None = None) -> type:
@@ -42,15 +46,18 @@ class Registry:
         other = self._classes.get(name)
         if other is not None and other is not cls and qualified_name(other) != qualified_name(cls):
             raise ValueError(
-                f"{self.kind} name {name!r} is already registered for {qualified_name(other)}; "
+                f"{self.kind} {name!r} is already registered for {qualified_name(other)}; "
                 f"cannot register {qualified_name(cls)} under it too. Rename the class, or pass "
                 "it explicitly where it is needed (custom_objects=)"
             )
         self._classes[name] = cls
         return cls
 
-    def get(self, name: str, custom_objects: dict | None = None) -> type:
+    def get(self, name: str, what: str | None = None, custom_objects: dict | None = None):
         """The class registered as ``name``; ``custom_objects`` (name → class) are tried first.
+
+        Args:
+            what: the argument that named it, to start the message ("Dense: activation").
 
         Raises:
             ValueError: for an unknown name, listing the known ones.
@@ -60,8 +67,9 @@ class Registry:
         try:
             return self._classes[name]
         except (KeyError, TypeError):
+            where = f"{what}: " if what else ""
             raise ValueError(
-                f"unknown {self.kind} class {name!r}; expected one of {self.names()}"
+                f"{where}unknown {self.kind} {name!r}; {self.expected} {self.names()}"
             ) from None
 
     def names(self) -> list[str]:

@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, functional, plot, runs
+from . import functional, plot, runs
 from . import metrics as metrics_mod
+from .data import load_idx_dataset
+from .fileio import atomic_write
 from .layers import Softmax
-from .serialization import atomic_write, load_model
+from .serialization import load_model
+from .version import __version__
 
 REPORT_FILE = "report.html"
 
@@ -89,8 +92,6 @@ def write_report(run_dir, test_data=None, data_dir=None, path=None) -> Path:
                if history_path.is_file() else {})
     model = load_model(run_dir / "model.npz")
     if test_data is None:
-        from .data import load_idx_dataset
-
         source = data_dir if data_dir is not None else config.get("data_dir")
         _, test_data = load_idx_dataset(config.get("dataset", "mnist"), source, progress=False)
     x_test, y_test = test_data

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from .registry import Registry
 from .validate import construct, number, positive_int
 
 PER = ("epoch", "step")
@@ -84,7 +85,9 @@ class CosineDecay(Schedule):
         return {**super().get_config(), "T_max": self.T_max, "eta_min": self.eta_min}
 
 
-SCHEDULES = {cls.__name__: cls for cls in (StepDecay, ExponentialDecay, CosineDecay)}
+SCHEDULES = Registry("schedule", expected="known:")
+for _cls in (StepDecay, ExponentialDecay, CosineDecay):
+    SCHEDULES.register(_cls)
 
 
 def from_config(class_name: str, config: dict) -> Schedule:
@@ -93,6 +96,4 @@ def from_config(class_name: str, config: dict) -> Schedule:
     Raises:
         ValueError: for an unknown class, or a config the constructor does not accept.
     """
-    if not isinstance(class_name, str) or class_name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {class_name!r}; known: {sorted(SCHEDULES)}")
-    return construct(SCHEDULES[class_name], config)
+    return construct(SCHEDULES.get(class_name), config)

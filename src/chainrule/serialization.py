@@ -1,16 +1,19 @@
 """Saving and loading models: one .npz of arrays plus a JSON config, written atomically.
 
-Layout of the archive (all plain arrays, so ``np.load(..., allow_pickle=False)`` reads it):
+Layout of the archive (format 2; all plain arrays, so ``np.load(..., allow_pickle=False)``
+reads it):
 
-    __chainrule__              JSON text: format version, model config, compile config and the
-                               random state of layers that draw (Dropout), so training resumes
-                               exactly (schema: ``model_schema.py``)
-    param/<layer>/<name>       every parameter value
-    state/<layer>/<name>       every non-trainable buffer (``Layer.buffers()``, e.g. BatchNorm's
-                               running statistics)
-    optimizer/<index>/<key>    optimizer state per parameter (index in model.parameters()):
-                               arrays in the model dtype, and integer counters such as Adam's
-                               ``step`` as 0-d int64 arrays, read back as exact ints
+    __chainrule__              JSON text: format version, model config, compile config
+                               (schema: ``model_schema.py``)
+    <layer>.<name>             every entry of ``model.state_dict()``: parameters (dense_1.W),
+                               buffers (batchnorm_1.running_mean) and the random state of the
+                               layers that draw (dropout_1.rng), so training resumes exactly
+    optimizer/<param>/<key>    ``optimizer.state_dict()``, by parameter name: arrays in the
+                               model dtype, and integer counters such as Adam's ``step`` as 0-d
+                               int64 arrays, read back as exact ints
+
+Files of format 1 (``param/<layer>/<name>``, ``state/<layer>/<name>``,
+``optimizer/<index>/<key>`` and the random states in the JSON) load as before.
 
 Loading trusts nothing in the file: the config is read first (at most ``MAX_CONFIG_BYTES``) and
 checked against the schema; the weights it implies are counted before anything is allocated
@@ -18,15 +21,16 @@ checked against the schema; the weights it implies are counted before anything i
 declared size and ``.npy`` header (shape, dtype) are checked before its data is read. So the
 memory a file can make ``load_model`` use is what its architecture honestly needs, whatever
 its entries inflate to, and no pickle is ever unpickled.
+
+The model classes a file can describe are looked up in ``MODELS`` (``Sequential`` registers
+itself there), so this module needs nothing from ``model.py``, which imports it to save.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -38,13 +42,20 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .backend import as_weights
+from .fileio import atomic_write
 from .layers.base import layer_class
 from .model_schema import FORMAT, FORMAT_VERSION, check_config, show
+from .random_state import check_state_array
+from .registry import Registry
+from .version import __version__
 
-__all__ = ["CONFIG_KEY", "FORMAT", "FORMAT_VERSION", "MAX_CONFIG_BYTES", "atomic_write",
-           "load_model", "save_model"]
+__all__ = ["CONFIG_KEY", "FORMAT", "FORMAT_VERSION", "MAX_CONFIG_BYTES", "MODELS", "load_model",
+           "save_model"]
 
 CONFIG_KEY = "__chainrule__"
+
+#: The model classes a saved config can name (``Sequential`` registers itself).
+MODELS = Registry("model class")
 
 #: The largest ``__chainrule__`` entry ``load_model`` reads: 64 MiB, about 16 M characters of
 #: JSON (a config with a long training history is some kilobytes).
@@ -53,7 +64,7 @@ MAX_CONFIG_BYTES = 64 * 2**20
 # What a damaged archive raises while an entry is opened or read.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError,
                NotImplementedError, ValueError)
-_OPTIMIZER_KEY = re.compile(r"optimizer/(0|[1-9][0-9]*)/([A-Za-z_][A-Za-z0-9_]*)")
+_OPTIMIZER_KEY = re.compile(r"optimizer/(?P<param>.+)/(?P<key>[A-Za-z_][A-Za-z0-9_]*)")
 
 
 def save_model(model, path, include_optimizer: bool = True, metadata: dict | None = None) -> None:
@@ -72,17 +83,9 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
     Raises:
         ValueError: if the model is not built (it has no weights yet).
     """
-    from . import __version__
-
     if not model.built:
         raise ValueError("save: the model is not built yet (no weights); fit or build it first")
-    path = Path(path)
-    arrays: dict[str, np.ndarray] = {}
-    for layer in model.layers:
-        for p in layer.parameters():
-            arrays[f"param/{layer.name}/{p.name}"] = p.value
-        for name, value in layer.buffers().items():
-            arrays[f"state/{layer.name}/{name}"] = value
+    arrays: dict[str, np.ndarray] = dict(model.state_dict())
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -93,51 +96,26 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
     }
     if model.loss is not None and model.optimizer is not None:
         opt = model.optimizer
+        state = opt.state_dict()
         config["compile"] = {
             "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
             "optimizer": {
                 "class_name": type(opt).__name__,
                 "config": opt.get_config(),
-                "iterations": opt.iterations,
-                "epoch": opt.epoch,
+                "iterations": state["iterations"],
+                "epoch": state["epoch"],
             },
             "metrics": [m.name for m in model.metrics],
             "include_optimizer": include_optimizer,
         }
         if include_optimizer:
-            for i, p in enumerate(model.parameters()):
-                for key, value in opt.state.get(p, {}).items():
+            for name, entries in state["state"].items():
+                for key, value in entries.items():
                     if isinstance(value, int):
                         value = np.array(value, dtype=np.int64)
-                    arrays[f"optimizer/{i}/{key}"] = value
-    config["rng_states"] = {
-        layer.name: layer.rng.bit_generator.state
-        for layer in model.layers
-        if isinstance(getattr(layer, "rng", None), np.random.Generator)
-    }
+                    arrays[f"optimizer/{name}/{key}"] = value
     arrays[CONFIG_KEY] = np.array(json.dumps(config))
     atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``.
-
-    The file gets the permissions an ordinary ``open`` would give (0o666 minus the umask), not
-    the owner-only 0o600 of ``tempfile.mkstemp``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_model(path, compile: bool = True, custom_objects: dict | None = None):
@@ -222,15 +200,15 @@ class _Loader:
 
     # ------------------------------------------------------------------ the whole load
     def load(self, compile: bool, custom_objects):
-        from .model import Sequential
-
         config = self._config()
+        if config["format_version"] == 1:
+            self._rename_format_1()
         spec = config["model"]
         layers = [self._layer(i, layer_spec, custom_objects)
                   for i, layer_spec in enumerate(spec["layers"])]
         try:
-            model = Sequential(layers, dtype=spec["dtype"], seed=spec.get("seed"),
-                               name=spec["name"])
+            model = MODELS.get("Sequential")(layers, dtype=spec["dtype"], seed=spec.get("seed"),
+                                             name=spec["name"])
             plan = model.weight_shapes(tuple(spec["input_shape"]))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.where}: {exc}") from None
@@ -238,31 +216,38 @@ class _Loader:
         optimizer = None
         if compiled is not None and compile:
             optimizer = self._optimizer(compiled["optimizer"])
-        self._check_names(plan, compiled, optimizer)
-        # Known shapes are checked before the weights exist, so a file cannot make the build
-        # allocate for an architecture its arrays do not match.
-        for layer, _, params, buffers in plan:
-            if params is not None and buffers is not None:
-                self._check_layer_entries(layer, params, buffers, model.dtype)
+        # The weights whose shapes are known before building are checked first, so a file
+        # cannot make the build allocate for an architecture its arrays do not match.
+        self._check_known(plan, model.dtype, compiled)
         try:
             model.build(tuple(spec["input_shape"]))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.where}: {exc}") from None
-        if any(params is None or buffers is None for _, _, params, buffers in plan):
-            plan = model.weight_shapes()
-            self._check_names(plan, compiled, optimizer)
-            for layer, _, params, buffers in plan:
-                self._check_layer_entries(layer, params, buffers, model.dtype)
-        for layer in model.layers:
-            for p in layer.parameters():
-                p.value = self._weights(f"param/{layer.name}/{p.name}", model.dtype)
-            layer.set_buffers({name: self._weights(f"state/{layer.name}/{name}", model.dtype)
-                               for name in layer.buffers()})
+        entries = model._state_entries()
+        self._check_names(model, entries, compiled, optimizer, config["format_version"])
+        state = {}
+        for name, _, _, kind, target in entries:
+            if kind == "rng":
+                if name in self.members:
+                    state[name] = self._rng_array(name)
+            else:
+                self._check_array(name, target.shape, model.dtype)
+                state[name] = self._weights(name, model.dtype)
+        model.load_state_dict(state, strict=False)
         self._rng_states(model, config["rng_states"])
         model.metadata = config["metadata"]
         if optimizer is not None:
             self._compile(model, compiled, optimizer)
         return model
+
+    def _rename_format_1(self) -> None:
+        """Format 1 named entries ``param/<layer>/<name>`` and ``state/<layer>/<name>`` (a
+        Residual's inner ``<layer>/<name>`` too): the state_dict names with '.' for '/'."""
+        renamed = {}
+        for key, info in self.members.items():
+            kind, _, rest = key.partition("/")
+            renamed[rest.replace("/", ".") if kind in ("param", "state") else key] = info
+        self.members = renamed
 
     # ------------------------------------------------------------------ the config
     def _config(self) -> dict:
@@ -311,59 +296,59 @@ class _Loader:
             raise ValueError(f"{self.where}: compile.optimizer: {exc}") from None
 
     # ------------------------------------------------------------------ entry names
-    def _check_names(self, plan, compiled, optimizer) -> None:
-        """Refuse entries the config does not account for; require the ones it needs.
-
-        ``plan`` is ``Sequential.weight_shapes``; a layer whose shapes are not known before it
-        is built (None) may own any ``param/`` or ``state/`` entry under its name, and the
-        check is run again, exactly, once it is built.
-        """
-        open_layers, required, n_params = set(), {}, 0
+    def _check_known(self, plan, dtype, compiled) -> None:
+        """Before building: refuse entries no layer can own; check the arrays whose shapes
+        the plan (``Sequential.weight_shapes``) knows. A layer that cannot say its shapes
+        before it is built (None) may own any entry under its name until then."""
+        owners = {layer.name for layer, _, _, _ in plan}
+        for key in self.members:
+            owner, dot, _ = key.partition(".")
+            if not (dot and owner in owners) and not (
+                    compiled is not None and key.startswith("optimizer/")):
+                raise ValueError(
+                    f"{self.where} holds an unexpected entry {key!r} (the architecture in its "
+                    "config has no such weights)"
+                )
         for layer, _, params, buffers in plan:
-            if params is None or buffers is None:
-                open_layers.add(layer.name)
-                n_params += sum(1 for key in self.members
-                                if key.startswith(f"param/{layer.name}/"))
-                continue
-            n_params += len(params)
-            required.update({f"param/{layer.name}/{name}": "weights" for name in params})
-            required.update({f"state/{layer.name}/{name}": "layer state" for name in buffers})
+            for shapes, what in ((params, "weights"), (buffers, "layer state")):
+                for name, shape in (shapes or {}).items():
+                    key = f"{layer.name}.{name}"
+                    if key not in self.members:
+                        raise ValueError(f"{self.where} lacks the {what} {key!r}")
+                    self._check_array(key, tuple(shape), dtype)
+
+    def _check_names(self, model, entries, compiled, optimizer, version: int) -> None:
+        """Once built: every state entry the model has is there (a format 1 file keeps its
+        random states in the JSON), and nothing else but the optimizer's entries."""
+        kinds = {name: kind for name, _, _, kind, _ in entries}
+        what = {"param": "weights", "buffer": "layer state", "rng": "random state"}
+        for name, kind in kinds.items():
+            if name not in self.members and not (kind == "rng" and version == 1):
+                raise ValueError(f"{self.where} lacks the {what[kind]} {name!r}")
         saves_optimizer = compiled is not None and compiled["include_optimizer"]
         layout = None if optimizer is None else optimizer.state_layout()
+        params = [name for name, _ in model.named_parameters()]
         for key in self.members:
-            if key in required:
-                continue
-            kind, _, rest = key.partition("/")
-            if kind in ("param", "state") and rest.split("/")[0] in open_layers:
+            if key in kinds:
                 continue
             match = _OPTIMIZER_KEY.fullmatch(key)
-            if saves_optimizer and match and int(match[1]) < n_params and (
-                    layout is None or match[2] in layout):
+            param = None if match is None else match["param"]
+            if version == 1 and param is not None and param.isdigit():
+                param = params[int(param)] if int(param) < len(params) else None
+            if saves_optimizer and param in params and (layout is None
+                                                        or match["key"] in layout):
                 continue
             why = "the architecture in its config has no such weights"
             if key.startswith("optimizer/"):
                 if not saves_optimizer:
                     why = "the config saves no optimizer state"
-                elif layout is None:
-                    why = f"the model has {n_params} parameters"
+                elif param not in params:
+                    why = f"the model has no parameter {match['param'] if match else key!r}"
                 else:
-                    why = (f"not a state entry {sorted(layout)} of {type(optimizer).__name__} "
-                           f"for one of the model's {n_params} parameters")
+                    why = (f"not a state entry {sorted(layout)} of {type(optimizer).__name__}")
             raise ValueError(f"{self.where} holds an unexpected entry {key!r} ({why})")
-        for key, what in required.items():
-            if key not in self.members:
-                raise ValueError(f"{self.where} lacks the {what} {key!r}")
 
     # ------------------------------------------------------------------ entries
-    def _check_layer_entries(self, layer, params: dict, buffers: dict, dtype) -> None:
-        for prefix, shapes, what in (("param", params, "weights"), ("state", buffers,
-                                                                    "layer state")):
-            for name, shape in shapes.items():
-                key = f"{prefix}/{layer.name}/{name}"
-                if key not in self.members:
-                    raise ValueError(f"{self.where} lacks the {what} {key!r}")
-                self._check_array(key, tuple(shape), dtype)
-
     def _check_array(self, key: str, shape: tuple[int, ...], dtype) -> _Entry:
         """The entry's header against the shape and dtype the architecture needs."""
         entry = self._header(key, self.members[key])
@@ -434,8 +419,20 @@ class _Loader:
         except TypeError as exc:
             raise ValueError(str(exc)) from None
 
+    def _rng_array(self, key: str) -> np.ndarray:
+        """A random state entry: a (6,) uint64 array (see ``chainrule.random_state``)."""
+        entry = self._header(key, self.members[key])
+        if entry.shape != (6,) or entry.dtype != np.uint64:
+            raise ValueError(
+                f"{self.where}: {key} must be a random state, a (6,) uint64 array, got shape "
+                f"{entry.shape} and dtype {entry.dtype}"
+            )
+        self._check_size(entry)
+        return check_state_array(self._read(entry), f"{self.where}: {key}")
+
     # ------------------------------------------------------------------ the rest of the state
     def _rng_states(self, model, states: dict) -> None:
+        """Format 1 kept the random states in the JSON, as bit-generator state dicts."""
         drawing = {layer.name: layer for layer in model.layers
                    if isinstance(getattr(layer, "rng", None), np.random.Generator)}
         for name, state in states.items():
@@ -460,8 +457,6 @@ class _Loader:
                                           compiled["loss"]["config"])
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.where}: compile.loss: {exc}") from None
-        optimizer.iterations = compiled["optimizer"]["iterations"]
-        optimizer.epoch = compiled["optimizer"]["epoch"]
         for i, name in enumerate(compiled["metrics"]):
             try:
                 metrics_mod.get_metric(name)
@@ -472,11 +467,14 @@ class _Loader:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.where}: compile: {exc}") from None
         layout = optimizer.state_layout()
-        for i, p in enumerate(model.parameters()):
-            prefix = f"optimizer/{i}/"
-            keys = [key for key in self.members if key.startswith(prefix)]
+        state = {}
+        for i, (name, p) in enumerate(model.named_parameters()):
+            prefixes = [f"optimizer/{name}/", f"optimizer/{i}/"]
+            keys = [key for key in self.members
+                    if any(key.startswith(prefix) for prefix in prefixes)]
             if not keys:
                 continue
+            prefix = next(pre for pre in prefixes if keys[0].startswith(pre))
             missing = [k for k, kind in layout.items()
                        if kind == "array" and prefix + k not in self.members]
             if missing:
@@ -484,19 +482,24 @@ class _Loader:
                     f"{self.where} lacks the optimizer state {prefix + missing[0]!r} (it has "
                     f"{sorted(keys)})"
                 )
-            state = {}
+            entries = {}
             for key in keys:
-                name = key[len(prefix):]
-                if layout[name] == "count":
-                    state[name] = self._counter(key)
+                entry_name = key[len(prefix):]
+                if layout[entry_name] == "count":
+                    entries[entry_name] = self._counter(key)
                 else:
                     self._check_array(key, p.shape, model.dtype)
-                    state[name] = self._weights(key, model.dtype)
-            if isinstance(optimizer, optimizers_mod.Adam) and "step" not in state:
+                    entries[entry_name] = self._weights(key, model.dtype)
+            if "step" in layout and "step" not in entries:
                 # Files written before Adam counted steps per parameter: their moments were
                 # bias-corrected with the optimizer's iterations.
-                state["step"] = optimizer.iterations
-            optimizer.state[p] = state
+                entries["step"] = compiled["optimizer"]["iterations"]
+            state[name] = entries
+        try:
+            optimizer.load_state_dict({"iterations": compiled["optimizer"]["iterations"],
+                                       "epoch": compiled["optimizer"]["epoch"], "state": state})
+        except ValueError as exc:
+            raise ValueError(f"{self.where}: {exc}") from None
 
     def _counter(self, key: str) -> int:
         """An integer counter saved as a 0-d integer array (Adam's step), as an exact int."""

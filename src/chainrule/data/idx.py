@@ -15,16 +15,16 @@ The first four bytes read as one big-endian integer are the "magic number":
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import math
 import os
-import secrets
 import stat
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 __all__ = [
     "IDXError",
@@ -329,26 +329,16 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
         )
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     payload = np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code]).reshape(-1).view(np.uint8)
-    _atomic_write(path, header, payload, compress=path.name.lower().endswith(".gz"))
+    compress = path.name.lower().endswith(".gz")
+
+    def write(raw) -> None:
+        if compress:
+            with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=0) as gz:
+                gz.write(header)
+                gz.write(payload)
+        else:
+            raw.write(header)
+            raw.write(payload)
+
+    atomic_write(path, write)
     return path
-
-
-def _atomic_write(path: Path, header: bytes, payload: np.ndarray, compress: bool) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if compress:
-                with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=0) as gz:
-                    gz.write(header)
-                    gz.write(payload)
-            else:
-                raw.write(header)
-                raw.write(payload)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -16,10 +16,13 @@ names what is wrong with a code from a fixed vocabulary (``codes.CODES``).
 
 from __future__ import annotations
 
-from . import course  # noqa: F401  (registers the exercises)
+from . import (
+    course,  # noqa: F401  (registers the exercises)
+    progress,
+)
 from .base import Case, Exercise, Output, UnknownExercise, Variant, get, names
 from .codes import CODES
-from .learner import SolutionError
+from .learner import SolutionError, resolve
 from .result import OutputCheck, Result
 from .result import build as _build
 from .runner import run as _run
@@ -54,8 +57,6 @@ def check(name: str, solution, *, time_limit: float = TIME_LIMIT, record: bool =
         SolutionError: (a ValueError) when the solution cannot be graded at all: a missing
             file, a file that does not import, a definition the exercise needs is missing.
     """
-    from .learner import resolve
-
     exercise = get(name)
     if not (isinstance(time_limit, int | float) and time_limit > 0):
         raise ValueError(f"check: time_limit must be a positive number of seconds, got "
@@ -67,8 +68,6 @@ def check(name: str, solution, *, time_limit: float = TIME_LIMIT, record: bool =
             raise SolutionError(message[1])
     result = _build(exercise, messages, float(time_limit))
     if record:
-        from . import progress
-
         progress.record(result)
     return result
 

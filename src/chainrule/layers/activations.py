@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..registry import Registry
 from ..special import erf
 from ..validate import number
 from .base import Layer
@@ -199,16 +200,14 @@ class GELU(Layer):
         return {**super().get_config(), "approximate": self.approximate}
 
 
-ACTIVATIONS: dict[str, type[Layer]] = {
-    "linear": Identity,
-    "identity": Identity,
-    "relu": ReLU,
-    "leaky_relu": LeakyReLU,
-    "sigmoid": Sigmoid,
-    "tanh": Tanh,
-    "softmax": Softmax,
-    "gelu": GELU,
-}
+#: The element-wise activations: y = f(x) entry by entry, dL/dx = g ⊙ f′(x).
+ELEMENTWISE = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, GELU)
+
+ACTIVATIONS = Registry("activation")
+for _name, _cls in (("linear", Identity), ("identity", Identity), ("relu", ReLU),
+                    ("leaky_relu", LeakyReLU), ("sigmoid", Sigmoid), ("tanh", Tanh),
+                    ("softmax", Softmax), ("gelu", GELU)):
+    ACTIVATIONS.register(_cls, _name)
 
 
 def get(name: str, what: str | None = None) -> type[Layer]:
@@ -220,10 +219,4 @@ def get(name: str, what: str | None = None) -> type[Layer]:
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        where = f"{what}: " if what else ""
-        raise ValueError(
-            f"{where}unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
-        ) from None
+    return ACTIVATIONS.get(name, what)

@@ -20,11 +20,12 @@ import numpy as np
 
 from ..backend import DEFAULT_DTYPE, FLOAT_DTYPES, as_float_dtype
 from ..parameter import Parameter
+from ..random_state import state_array
 from ..registry import Registry, is_builtin
 from ..validate import construct, is_int
 
 #: chainrule's own layer classes by name (a user's subclass is never registered by itself).
-LAYERS = Registry("layer")
+LAYERS = Registry("layer class")
 
 #: The most bytes of weights (parameters and buffers) one layer or one Sequential may create:
 #: 2**33 bytes (8.6 GB), 2**31 float32 values, some 25 000 times the MNIST CNN. ``build``
@@ -255,8 +256,8 @@ class Layer:
         """Non-trainable state by name: arrays the layer updates itself (BatchNorm's running
         statistics), with no gradient and no optimizer step.
 
-        Returns the layer's own arrays, not copies; ``save``/``load_model`` store them as
-        ``state/<layer>/<name>``. Empty by default and before build.
+        Returns the layer's own arrays, not copies; ``state_dict`` (and so ``save``) names
+        them ``<layer>.<name>``. Empty by default and before build.
         """
         return {}
 
@@ -279,6 +280,20 @@ class Layer:
                     f"{value.shape}"
                 )
             own[name][...] = value
+
+    def state_entries(self) -> list[tuple[str, str, np.ndarray]]:
+        """(name, kind, array) for all of this layer's state, in a stable order: each parameter
+        ("param", under ``Parameter.name``), each buffer ("buffer"), then the state of the
+        layer's own random Generator ("rng", as ``random_state.state_array``) for a layer that
+        draws (Dropout, RandomShift). Arrays are the layer's own, except the rng state.
+
+        ``Sequential.state_dict`` names them ``<layer>.<name>``; empty before build.
+        """
+        entries = [(p.name, "param", p.value) for p in self._params]
+        entries += [(name, "buffer", value) for name, value in self.buffers().items()]
+        if isinstance(getattr(self, "rng", None), np.random.Generator):
+            entries.append(("rng", "rng", state_array(self.rng)))
+        return entries
 
     def get_config(self) -> dict:
         """JSON-able constructor arguments: ``type(layer)(**config)`` makes an unbuilt twin."""

@@ -27,10 +27,10 @@ class Residual(Layer):
 
     Inside the block, as in a Sequential, unnamed layers get unique names (``dense_1``,
     ``dense_2``) and ``Dense(units, activation=a)`` becomes Dense followed by that activation.
-    Parameters appear in ``parameters()`` in the block's order under ``<layer>/<name>``
-    (``dense_1/W``), so a saved model names them ``param/residual_1/dense_1/W`` and every name is
-    stable across saves, copies and ``from_config``; buffers (a BatchNorm's running statistics)
-    likewise as ``<layer>/<name>``.
+    Parameters appear in ``parameters()`` in the block's order under ``<layer>.<name>``
+    (``dense_1.W``), so a model's ``state_dict`` names them ``residual_1.dense_1.W`` and every
+    name is stable across saves, copies and ``from_config``; buffers (a BatchNorm's running
+    statistics) likewise as ``<layer>.<name>``.
 
     Random numbers: the layers inside that draw (Dropout, attention dropout, a nested Residual)
     share one Generator, the Residual's ``rng``, seeded from ``seed`` (or from the model's seed
@@ -127,7 +127,7 @@ class Residual(Layer):
         self._params = []
         for layer in self.layers:
             for p in layer.parameters():
-                p.name = f"{layer.name}/{p.name}"
+                p.name = f"{layer.name}.{p.name}"
                 self._params.append(p)
         draws = any(isinstance(getattr(layer, "rng", None), np.random.Generator)
                     for layer in self.layers)
@@ -156,7 +156,7 @@ class Residual(Layer):
 
     # ------------------------------------------------------------------ state and config
     def buffers(self):
-        return {f"{layer.name}/{key}": value
+        return {f"{layer.name}.{key}": value
                 for layer in self.layers for key, value in layer.buffers().items()}
 
     def get_config(self):

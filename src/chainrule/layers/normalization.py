@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..parameter import Parameter
-from ..validate import number
+from ..validate import boolean, number
 from .arguments import received_shape
 from .base import Layer
 
@@ -48,11 +48,19 @@ class BatchNorm(Layer):
     H·W = 1), whose channels then hold one value each: :meth:`min_training_batch` says which,
     and ``Sequential.fit`` reads it before the first step.
 
+    Frozen (``frozen=True``): the inference map in both modes, with running statistics that
+    never change, as for fine-tuning, or to explain the prediction of a trained model (a
+    saliency map is the gradient of the function the model computes at inference):
+        y = a·x + c,   a = γ / √(running_var + ε),   c = β − a·running_mean
+        dL/dx = a·g,   dL/dγ = Σ g x̂,   dL/dβ = Σ g,   x̂ = (x − running_mean) / √(running_var + ε)
+    A single sample then trains too: nothing is estimated from the batch.
+
     Cache (training only): x̂ and 1/σ.
 
     Args:
         momentum: m in [0, 1], the weight of the current batch in the running statistics.
         eps: ε > 0, added to the variance for stability.
+        frozen: normalise with the running statistics in training too, and never update them.
 
     Raises:
         ValueError: at construction for a momentum outside [0, 1] or a non-positive eps; at
@@ -60,8 +68,10 @@ class BatchNorm(Layer):
             than the one the layer was built for, or (training only) a single value per channel.
     """
 
-    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, name=None, input_shape=None):
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, frozen: bool = False,
+                 name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
+        self.frozen = boolean(frozen, "frozen", "BatchNorm")
         self.momentum = number(
             momentum, "momentum", "BatchNorm", "[0, 1]",
             " (PyTorch's convention: the weight of the new batch, 0.1 by default)")
@@ -93,6 +103,8 @@ class BatchNorm(Layer):
         ``Sequential.fit`` asks every layer (see ``Layer.min_training_batch``): it refuses a
         smaller ``batch_size`` and leaves out a smaller last batch.
         """
+        if self.frozen:
+            return 1
         if self.input_shape is None or math.prod(self.input_shape[1:]) == 1:
             return 2
         return 1
@@ -124,9 +136,12 @@ class BatchNorm(Layer):
         shape = (1, -1) + (1,) * (x.ndim - 2)
         gamma = self.gamma.value.reshape(shape)
         beta = self.beta.value.reshape(shape)
-        if not training:
+        if not training or self.frozen:
             inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            return (x - self.running_mean.reshape(shape)) * (gamma * inv_std.reshape(shape)) + beta
+            centred = x - self.running_mean.reshape(shape)
+            if training:
+                self.cache = (centred * inv_std.reshape(shape), inv_std)
+            return centred * (gamma * inv_std.reshape(shape)) + beta
         m = x.size // x.shape[1]
         if m == 1:
             raise ValueError(
@@ -159,8 +174,10 @@ class BatchNorm(Layer):
         self.beta.grad = sum_g
         if not need_input_grad:
             return None
-        m = grad_y.size // grad_y.shape[1]
         shape = (1, -1) + (1,) * (grad_y.ndim - 2)
+        if self.frozen:
+            return grad_y * (self.gamma.value * inv_std).reshape(shape)
+        m = grad_y.size // grad_y.shape[1]
         # (γ / (M σ)) (M g − Σg − x̂ Σ(g x̂)) = a g − b − c x̂ with per-channel a, b, c.
         scale = self.gamma.value * inv_std / float(m)
         grad_x = grad_y * (scale * float(m)).reshape(shape)
@@ -169,7 +186,8 @@ class BatchNorm(Layer):
         return grad_x
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "eps": self.eps}
+        return {**super().get_config(), "momentum": self.momentum, "eps": self.eps,
+                "frozen": self.frozen}
 
 
 def _per_channel(x: np.ndarray) -> np.ndarray:

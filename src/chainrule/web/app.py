@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..data import preprocess_digit
 from ..model import Sequential
 from ..serialization import load_model
+from ..version import __version__
 from . import WEB_HINT
 from .explain import SIDE, Explainer, Neighbours
 from .schemas import (

@@ -8,17 +8,18 @@ the saliency map is ∂z_c/∂x (28×28). Sequential.backward with the one-hot u
 g = e_c computes gᵀ J = ∂z_c/∂x, where J is the Jacobian of the function that the last
 ``forward(x, training=True)`` computed. That is the inference function only when every layer
 computes the same thing in both modes, which holds for Dense, Conv2D, pooling, Flatten and the
-element-wise activations, but not for two layers:
+element-wise activations, but not for three layers:
 
-- Dropout at inference is y = x (Jacobian I); in training it multiplies by a random mask. The
-  explained copy of the model leaves Dropout out, which gives exactly the Jacobian I.
+- Dropout at inference is y = x (Jacobian I); in training it multiplies by a random mask.
+  RandomShift likewise moves the training images and leaves the others alone. The explained
+  copy of the model leaves both out, which gives exactly the Jacobian I.
 - BatchNorm at inference is y = a·x + c per channel with a = γ/√(running_var + ε) and
   c = β − a·running_mean, so ∂y/∂x = a (diagonal). In training it normalises by the statistics
   of the batch itself: a different function (for a single Dense sample its variance is 0 and
   the layer refuses it), whose backward carries the extra −(Σg + x̂Σgx̂)/M terms, and which
-  updates the running statistics. The explained copy replaces each BatchNorm by
-  :class:`FrozenBatchNorm`, whose training forward is the inference formula (running
-  statistics, never updated) and whose backward is dL/dx = a·g.
+  updates the running statistics. The explained copy freezes each BatchNorm
+  (``BatchNorm.frozen``): its training forward is then the inference formula (running
+  statistics, never updated) and its backward dL/dx = a·g.
 
 A final Softmax layer is left out as well, so that the upstream gradient is taken with respect
 to the logit z_c rather than the probability. The copy is made once (same weights, its own
@@ -35,6 +36,7 @@ import numpy as np
 
 from .. import functional
 from ..layers import activations
+from ..layers.augment import RandomShift
 from ..layers.dense import Dense
 from ..layers.dropout import Dropout
 from ..layers.normalization import BatchNorm
@@ -44,63 +46,24 @@ from ..model import Sequential
 SIDE = 28
 PIXELS = SIDE * SIDE
 TOP_UNITS = 8
-_ACTIVATIONS = (activations.ReLU, activations.LeakyReLU, activations.Sigmoid, activations.Tanh,
-                activations.Identity)
-
-
-class FrozenBatchNorm(BatchNorm):
-    """BatchNorm at inference, also in training mode: the affine map of the running statistics.
-
-    Forward (both modes):  y = a·x + c,  a = γ / √(running_var + ε),  c = β − a·running_mean
-    Backward:              dL/dx = a·g,  dL/dγ = Σ g x̂,  dL/dβ = Σ g  (x̂ = (x − running_mean)/σ)
-    Cache: x̂ and 1/σ (per channel). The running statistics are never updated.
-    """
-
-    def _forward(self, x, training):
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).reshape(shape)
-        x_hat = (x - self.running_mean.reshape(shape)) * inv_std
-        if training:
-            self.cache = (x_hat, inv_std)
-        return x_hat * self.gamma.value.reshape(shape) + self.beta.value.reshape(shape)
-
-    def _backward(self, grad_y, need_input_grad):
-        x_hat, inv_std = self.cache
-        axes = (0, *range(2, grad_y.ndim))
-        self.gamma.grad = (grad_y * x_hat).sum(axis=axes)
-        self.beta.grad = grad_y.sum(axis=axes)
-        if not need_input_grad:
-            return None
-        shape = (1, -1) + (1,) * (grad_y.ndim - 2)
-        return grad_y * (self.gamma.value.reshape(shape) * inv_std)
-
-    @classmethod
-    def like(cls, bn: BatchNorm) -> FrozenBatchNorm:
-        """A built copy of ``bn``: same γ, β and running statistics (copied)."""
-        frozen = cls(momentum=bn.momentum, eps=bn.eps, name=bn.name)
-        frozen.build(bn.input_shape, dtype=bn.dtype)
-        frozen.gamma.value[...] = bn.gamma.value
-        frozen.beta.value[...] = bn.beta.value
-        frozen.set_buffers(bn.buffers())
-        return frozen
 
 
 def inference_copy(model: Sequential) -> Sequential:
     """A copy of ``model`` whose training forward computes the inference logits (see above).
 
-    Same weights and dtype; Dropout and a final Softmax left out; BatchNorm frozen.
+    Same weights and dtype; the layers that are the identity at inference (Dropout,
+    RandomShift) and a final Softmax left out; BatchNorm frozen.
     """
-    copy = Sequential.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    kept = []
-    for i, layer in enumerate(copy.layers):
-        if isinstance(layer, Dropout):
-            continue
-        if isinstance(layer, activations.Softmax) and i == len(copy.layers) - 1:
-            continue
-        kept.append(FrozenBatchNorm.like(layer) if isinstance(layer, BatchNorm) else layer)
-    copy.layers = kept
-    copy._params = [p for layer in kept for p in layer.parameters()]
+    kept = [layer.twin() for i, layer in enumerate(model.layers)
+            if not isinstance(layer, Dropout | RandomShift)
+            and not (isinstance(layer, activations.Softmax) and i == len(model.layers) - 1)]
+    for layer in kept:
+        if isinstance(layer, BatchNorm):
+            layer.frozen = True
+    copy = Sequential(kept, dtype=model.dtype, name=model.name)
+    copy.build(model.input_shape)
+    state = model.state_dict()
+    copy.load_state_dict({name: state[name] for name in copy.state_dict()})
     return copy
 
 
@@ -150,7 +113,7 @@ class Explainer:
         if not any(isinstance(layer, Dense) for layer in model.layers[i + 1:]):
             return "templates", dense, i
         after = i + 1
-        if after < len(model.layers) and isinstance(model.layers[after], _ACTIVATIONS):
+        if after < len(model.layers) and isinstance(model.layers[after], activations.ELEMENTWISE):
             return "hidden", dense, after
         return "hidden", dense, i
 
