@@ -1,5 +1,5 @@
-"""preprocess_digit on photos: each step, and the image-size limits shared with
-`chainrule serve`."""
+"""preprocess_digit on photos: each step, the committed photos through `chainrule predict`, and
+the image-size limits shared with `chainrule serve`."""
 
 import base64
 import io
@@ -67,6 +67,43 @@ def ink_box(image, threshold=0.1):
     rows = np.flatnonzero((image > threshold).any(1))
     cols = np.flatnonzero((image > threshold).any(0))
     return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+# ---------------------------------------------------------------------- the committed photos
+@pytest.fixture(scope="module")
+def small_model(mnist, tmp_path_factory):
+    """The MLP preset with one hidden layer of 128, 2 epochs on MNIST (about 97%), saved."""
+    x_train, y_train, _, _ = mnist
+    model = models.mlp(hidden=(128,), epochs=2, steps_per_epoch=469, seed=0)
+    model.fit(x_train.astype(np.float32) / 255.0, y_train, epochs=2, batch_size=128,
+              verbose=0, seed=0)
+    path = tmp_path_factory.mktemp("photos") / "model.npz"
+    model.save(path)
+    return model, path
+
+
+def test_committed_photos_are_small_and_listed():
+    listed = json.loads((PHOTOS / "photos.json").read_text())
+    files = sorted(p.name for p in PHOTOS.iterdir() if p.suffix in (".jpg", ".png"))
+    assert files == sorted(listed) and 5 <= len(files) <= 10
+    for name, entry in listed.items():
+        assert name.rsplit(".", 1)[0].endswith(f"-{entry['class']}")
+        assert (PHOTOS / name).stat().st_size < 16_000, "a few kB each"
+
+
+def test_chainrule_predict_reads_the_committed_photos(small_model, mnist, capsys):
+    """Photos written by benchmarks/photos.py --write-test-photos from MNIST test digits."""
+    model, path = small_model
+    listed = json.loads((PHOTOS / "photos.json").read_text())
+    x_test = mnist[2]
+    for name, entry in listed.items():
+        original = preprocess_digit(x_test[entry["mnist_test_index"]])
+        assert corr(preprocess_digit(PHOTOS / name), original) > 0.8, name
+    files = [str(PHOTOS / name) for name in listed]
+    assert cli.main(["predict", str(path), *files, "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    got = {Path(a["file"]).name: a["class"] for a in answers}
+    assert got == {name: entry["class"] for name, entry in listed.items()}
 
 
 # ---------------------------------------------------------------------- each step
