@@ -167,6 +167,17 @@ def test_light_strokes_on_a_transparent_canvas_equal_dark_ones():
     assert max(ink_box(out)) == 20
 
 
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(mnist, tmp_path):
+    upright = photo(mnist[2][5], canvas=(300, 200), box=100, at=(60, 30), sigma=3.0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90° anticlockwise: show it turned 90° clockwise
+    Image.fromarray(np.rot90(upright).copy()).save(tmp_path / "phone.png", exif=exif)
+    expected = preprocess_digit(upright)
+    np.testing.assert_allclose(preprocess_digit(tmp_path / "phone.png"), expected, atol=1e-5)
+    np.testing.assert_allclose(preprocess_digit(Image.open(tmp_path / "phone.png")), expected,
+                               atol=1e-5)
+
+
 def test_photos_without_a_digit_are_blank():
     rng = np.random.default_rng(0)
     noise = rng.normal(200, 15, (400, 500))

@@ -448,9 +448,12 @@ def _load_image(image: Any, Image) -> np.ndarray:
         with opened:
             return _load_image(opened, Image)
     if isinstance(image, Image.Image):
+        from PIL import ImageOps
+
         check_image_size(*image.size)
         sixteen_bit = image.mode.startswith("I;16")
-        image = _reduce(image, Image)
+        # A phone stores a photo as the sensor saw it, with an EXIF tag saying how to turn it.
+        image = ImageOps.exif_transpose(_reduce(image, Image))
         mode = image.mode
         if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             image = image.convert("F")
@@ -679,7 +682,8 @@ def preprocess_digit(image: Any, invert: bool | None = None) -> np.ndarray:
 
     1. Decoding: the declared size is checked (at most MAX_IMAGE_PIXELS pixels) before any
        pixel is decoded, and the picture is decoded reduced to a longer side of at most
-       1024 px (see ``open_image``); an array is reduced the same way once it is grey.
+       1024 px (see ``open_image``) and turned upright as its EXIF orientation says; an array
+       is reduced the same way once it is grey.
     2. Grey: luma; alpha composited on white (on black for light strokes on a mostly
        transparent picture).
     3. Segmentation copy: block means down to a longer side of at most 320 px (noise averages
