@@ -117,6 +117,15 @@ def test_polarity_light_ink_on_dark_paper_with_a_table_equals_its_negative(mnist
     assert corr(preprocess_digit(dark_on_light, invert=False), out) < 0.5
 
 
+def test_polarity_is_not_fooled_by_a_white_table_beside_a_grey_sheet(mnist):
+    digit = mnist[2][0]
+    picture = photo(digit, paper=120.0, ink=30.0, sigma=5.0)
+    picture[:, :30] = 235  # brighter than the sheet by more than the ink is darker
+    assert corr(preprocess_digit(picture), preprocess_digit(digit)) > 0.95
+    np.testing.assert_allclose(preprocess_digit(255 - picture), preprocess_digit(picture),
+                               atol=1e-5)
+
+
 def test_lighting_gradient_and_shadow_are_removed(mnist):
     digit = mnist[2][1]
     clean = preprocess_digit(photo(digit))
@@ -154,6 +163,16 @@ def test_a_30_px_digit_on_a_600_px_noisy_canvas_fills_the_20_px_box(mnist):
     assert abs((rows * out).sum() / out.sum() - 14) <= 1
     assert abs((cols * out).sum() / out.sum() - 14) <= 1
     assert corr(out, preprocess_digit(digit)) > 0.85
+
+
+def test_clean_drawings_that_fill_or_cross_the_canvas_are_kept():
+    ring = Image.new("L", (140, 140), 255)
+    ImageDraw.Draw(ring).ellipse([5, 5, 135, 135], outline=21, width=40)  # ink on 58%
+    out = preprocess_digit(ring)
+    assert max(ink_box(out)) == 20 and out[14, 14] < 0.05 and out[14, 6] > 0.9
+    one = Image.new("L", (140, 140), 255)
+    ImageDraw.Draw(one).line([(70, 0), (70, 139)], fill=21, width=11)  # edge to edge
+    assert ink_box(preprocess_digit(one))[0] == 20
 
 
 def test_light_strokes_on_a_transparent_canvas_equal_dark_ones():

@@ -516,12 +516,39 @@ def _resize(a: np.ndarray, shape: tuple[int, int], Image, resample) -> np.ndarra
 def _ink_is_dark(gray: np.ndarray) -> bool:
     """Dark ink on light paper? The paper's level is the median of the four sides' medians
     (strips 1/20 of the shorter side wide: a table along one side is outvoted); the ink is the
-    extreme of the 3×3-smoothed picture farther from it."""
+    extreme farther from it, darker or lighter, among regions that do not lie along a side
+    (see ``_lies_along``): a white table beside a grey sheet is not light ink."""
     width = max(1, min(gray.shape) // 20)
     sides = [gray[:width], gray[-width:], gray[:, :width], gray[:, -width:]]
     paper = float(np.median([np.median(side) for side in sides]))
     smooth = box_filter(gray, 3) if min(gray.shape) >= 3 else gray
-    return paper - float(smooth.min()) > float(smooth.max()) - paper
+    dark, bright = _extreme(paper - smooth), _extreme(smooth - paper)
+    if dark[0] == bright[0]:  # e.g. both 0: every stroke lies along a side
+        return dark[1] > bright[1]
+    return dark[0] > bright[0]
+
+
+def _extreme(deviation: np.ndarray) -> tuple[float, float]:
+    """(largest deviation outside the regions above a quarter of the largest one that lie
+    along a side, largest deviation)."""
+    top = float(deviation.max())
+    if top <= 0:
+        return 0.0, top
+    labels, n = connected_components(deviation > 0.25 * top)
+    keep = ~_lies_along(labels, n)
+    keep[0] = False
+    inside = keep[labels]
+    return (float(deviation[inside].max()) if inside.any() else 0.0), top
+
+
+def _lies_along(labels: np.ndarray, n: int) -> np.ndarray:
+    """Bool (n + 1,): the components that cover 25% of a side of the picture (a table, a
+    shadow, a lighting gradient's dark end: not a stroke)."""
+    h, w = labels.shape
+    along = [np.bincount(edge.ravel(), minlength=n + 1)
+             for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1])]
+    return ((along[0] >= 0.25 * w) | (along[1] >= 0.25 * w)
+            | (along[2] >= 0.25 * h) | (along[3] >= 0.25 * h))
 
 
 def _background(seg: np.ndarray, Image) -> np.ndarray:
@@ -554,17 +581,24 @@ def _find_digit(seg: np.ndarray, Image):
     residual = seg - background
     peak = float(residual.max())
     sigma = noise_sigma(residual)
+    otsu = otsu_threshold(residual)
+    # The paper's residual level: the median, or the median below Otsu's cut when that cut
+    # separates two classes (not noise) and the upper one, the ink, covers most of the
+    # picture (a bold digit drawn to the canvas's edges).
     paper = float(np.median(residual))
+    if paper > otsu:
+        below, above = residual[residual <= otsu], residual[residual > otsu]
+        if float(above.mean() - below.mean()) > _STRONG_SIGMAS * sigma:
+            paper = float(np.median(below))
     if peak < _BLANK_CONTRAST or peak - paper < _STRONG_SIGMAS * sigma:
         return None
     # Otsu's cut falls into the noise when the ink is a tiny fraction of the picture: the
     # noise level and a fifth of the peak bound it from below.
-    strong = residual > max(otsu_threshold(residual), paper + _STRONG_SIGMAS * sigma,
-                            0.2 * peak)
+    strong = residual > max(otsu, paper + _STRONG_SIGMAS * sigma, 0.2 * peak)
     level = float(np.percentile(residual[strong], 99)) if strong.any() else peak
     weak = residual > max(paper + _WEAK_SIGMAS * sigma, _INK_THRESHOLD * level)
     labels, n = connected_components(weak | strong)
-    support = _select_components(labels, n, residual, strong)[labels]
+    support = _select_components(labels, n, residual, strong, clean=sigma == 0)[labels]
     if not support.any():
         return None
     support = max_filter(support, 3)
@@ -572,13 +606,14 @@ def _find_digit(seg: np.ndarray, Image):
 
 
 def _select_components(labels: np.ndarray, n: int, residual: np.ndarray,
-                       strong: np.ndarray) -> np.ndarray:
+                       strong: np.ndarray, clean: bool) -> np.ndarray:
     """Bool (n + 1,): the components that make up the digit (index 0, the background: False).
 
     A component counts only if it holds a strong pixel (the rest are specks). One that lies
     along 25% of a side of the picture is a table or a shadow, and one that touches the edge
     and spans 90% of the picture's width or height is a sheet edge or a ruled line, unless
-    nothing else is left (a stroke drawn from edge to edge). The digit is the heaviest (most
+    nothing else is left in a clean (noise-free) picture: a stroke drawn from edge to edge of
+    a canvas. In a photo that leaves a blank sheet blank. The digit is the heaviest (most
     ink mass) remaining component plus every component whose box comes within a quarter of the
     digit's size of the digit's box and holds at least 1% of its mass (a 5's detached bar, a
     4's open top); those may touch the edge only if the digit does.
@@ -596,15 +631,11 @@ def _select_components(labels: np.ndarray, n: int, residual: np.ndarray,
     np.minimum.at(left, flat[inside], xs)
     np.maximum.at(bottom, flat[inside], ys)
     np.maximum.at(right, flat[inside], xs)
-    along = [np.bincount(edge.ravel(), minlength=count)
-             for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1])]
     touches = (top == 0) | (left == 0) | (bottom == h - 1) | (right == w - 1)
     spans = (bottom - top + 1 >= 0.9 * h) | (right - left + 1 >= 0.9 * w)
-    lies_along = ((along[0] >= 0.25 * w) | (along[1] >= 0.25 * w)
-                  | (along[2] >= 0.25 * h) | (along[3] >= 0.25 * h))
-    candidate = has_strong & ~lies_along
+    candidate = has_strong & ~_lies_along(labels, n)
     candidate[0] = False
-    if (candidate & ~(touches & spans)).any():
+    if not clean or (candidate & ~(touches & spans)).any():
         candidate &= ~(touches & spans)
     chosen = np.zeros(count, dtype=bool)
     if not candidate.any():
@@ -632,7 +663,8 @@ def _normalized_ink(gray: np.ndarray, background: np.ndarray, support: np.ndarra
     ink = gray - background
     sigma = noise_sigma(ink)
     sigma = sigma if sigma > _ROUNDING else 0.0
-    floor = float(np.median(ink)) + _FLOOR_SIGMAS * sigma
+    paper = ink[~support]
+    floor = (float(np.median(paper)) if paper.size else 0.0) + _FLOOR_SIGMAS * sigma
     core = ink[strong]
     if core.size:
         # The 99th percentile of the strong ink less the 99th percentile of its noise (2.33σ):
@@ -689,8 +721,9 @@ def preprocess_digit(image: Any, invert: bool | None = None) -> np.ndarray:
     3. Segmentation copy: block means down to a longer side of at most 320 px (noise averages
        out: a 1000-px photo is segmented at 1/3 scale).
     4. Polarity: the paper's level is the median of the four sides' medians (a table along
-       one side is outvoted); the ink is the extreme of the picture farther from it. A
-       picture with dark ink is inverted, so the ink is bright from here on.
+       one side is outvoted); the ink is the extreme of the picture farther from it, among
+       regions that do not lie along a side. A picture with dark ink is inverted, so the ink
+       is bright from here on.
     5. Background: a grey opening (a min then a max filter) with a square of half the shorter
        side, on a box-smoothed copy extended past its edges: the strokes, thinner than the
        square, vanish; flat paper, a lighting gradient, a table and shadows wider than the
@@ -705,7 +738,8 @@ def preprocess_digit(image: Any, invert: bool | None = None) -> np.ndarray:
     8. Ink at the working resolution: the picture minus the background (bilinearly
        enlarged), kept on the digit's components (grown by a segmentation pixel), scaled so
        the strokes' cores (99th percentile of the strong ink, less the noise's) are 1 and the
-       paper plus 2σ is 0, clipped to [0, 1]. The anti-aliased grey levels in between stay.
+       paper around them (median) plus 2σ is 0, clipped to [0, 1]. The anti-aliased grey
+       levels in between stay.
     9. MNIST's normalization: cropped to the box of the ink above 10%; resized (Lanczos,
        antialiased) so the longer side is 20 px, keeping the aspect ratio; pasted into a black
        28×28 frame so the ink's centre of mass lands on pixel (14, 14) (integer shift, clipped
