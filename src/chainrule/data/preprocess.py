@@ -725,16 +725,18 @@ def preprocess_digit(image: Any, invert: bool | None = None) -> np.ndarray:
        regions that do not lie along a side. A picture with dark ink is inverted, so the ink
        is bright from here on.
     5. Background: a grey opening (a min then a max filter) with a square of half the shorter
-       side, on a box-smoothed copy extended past its edges: the strokes, thinner than the
-       square, vanish; flat paper, a lighting gradient, a table and shadows wider than the
-       square stay. The residual (copy − background) is the ink.
+       side, on a box-smoothed copy of at most 64 px on the shorter side extended past its
+       edges (then enlarged bilinearly): the strokes, thinner than the square, vanish; flat
+       paper, a lighting gradient, a table along a side and shadows wider than the square
+       stay. The residual (copy − background) is the ink.
     6. Thresholds: the noise σ from the median second difference of neighbouring pixels;
        strong ink above Otsu's threshold of the residual (and 6σ above the paper, and a
        fifth of the peak), weak ink above 3σ (and 10% of the strong ink's level). No ink
        10% brighter than the paper and 6σ above its noise: a blank picture, all zeros.
     7. Components: the 8-connected components of weak ink that hold strong ink (hysteresis);
-       specks and border structures (a table, a sheet edge, a ruled line) dropped; the digit
-       is the heaviest component with its near neighbours (see ``_select_components``).
+       specks and border structures (a table's edge, a ruled line clear of the digit)
+       dropped; the digit is the heaviest component with its near neighbours (see
+       ``_select_components``).
     8. Ink at the working resolution: the picture minus the background (bilinearly
        enlarged), kept on the digit's components (grown by a segmentation pixel), scaled so
        the strokes' cores (99th percentile of the strong ink, less the noise's) are 1 and the
