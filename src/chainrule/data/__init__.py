@@ -17,7 +17,17 @@ from .datasets import (
     search_paths,
 )
 from .idx import IDXError, read_idx, read_idx_images, read_idx_labels, write_idx
-from .preprocess import MinMaxScaler, StandardScaler, one_hot, preprocess_digit, train_test_split
+from .preprocess import (
+    MAX_IMAGE_PIXELS,
+    ImageTooLargeError,
+    MinMaxScaler,
+    StandardScaler,
+    check_image_size,
+    one_hot,
+    open_image,
+    preprocess_digit,
+    train_test_split,
+)
 from .toy import make_blobs, make_spirals, make_xor
 
 __all__ = [
@@ -27,8 +37,11 @@ __all__ = [
     "DatasetNotFoundError",
     "DownloadError",
     "IDXError",
+    "ImageTooLargeError",
+    "MAX_IMAGE_PIXELS",
     "MinMaxScaler",
     "StandardScaler",
+    "check_image_size",
     "check_splits",
     "dataset_files",
     "download",
@@ -40,6 +53,7 @@ __all__ = [
     "make_spirals",
     "make_xor",
     "one_hot",
+    "open_image",
     "preprocess_digit",
     "read_idx",
     "read_idx_images",

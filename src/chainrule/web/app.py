@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import preprocess_digit
+from ..data import ImageTooLargeError, open_image, preprocess_digit
 from ..model import Sequential
 from ..serialization import load_model
 from ..version import __version__
@@ -65,7 +65,6 @@ except ImportError as exc:  # pragma: no cover - exercised without the web extra
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 1_000_000
-MAX_IMAGE_PIXELS = 4096 * 4096
 NEIGHBOURS_K = 5
 INLINE_MS = 2.0                # model work per digit below which requests skip the thread pool
 INLINE_IMAGE_CHARS = 100_000   # base64 pictures above this are decoded in the thread pool
@@ -85,7 +84,11 @@ _DATA_URL = re.compile(r"^data:([\w.+/-]*)((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,",
 
 
 def decode_image(text: str) -> Image.Image:
-    """Decode a data URL or plain base64 into a loaded PIL image.
+    """Decode a data URL or plain base64 into a loaded PIL image, as ``chainrule predict`` does.
+
+    ``chainrule.data.open_image`` checks the declared size against
+    ``chainrule.data.MAX_IMAGE_PIXELS`` before decoding and reduces the picture to the
+    working resolution of ``preprocess_digit`` while decoding.
 
     Raises:
         APIError: 422 for bad base64, a non-image, an undecodable or too large image.
@@ -104,16 +107,9 @@ def decode_image(text: str) -> Image.Image:
     if not raw:
         raise APIError(422, "image: empty; send the base64 of a PNG or JPEG file")
     try:
-        picture = Image.open(io.BytesIO(raw))
-        width, height = picture.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise APIError(
-                422, f"image: {width}×{height} pixels is too large (at most "
-                f"{MAX_IMAGE_PIXELS:,} pixels); scale it down first"
-            )
-        picture.load()
-    except APIError:
-        raise
+        picture = open_image(io.BytesIO(raw))
+    except ImageTooLargeError as exc:
+        raise APIError(422, f"image: {exc}") from None
     except UnidentifiedImageError:
         raise APIError(422, f"image: the {len(raw):,} bytes are not a picture; send a PNG, "
                        "JPEG, GIF, BMP or WebP file") from None
