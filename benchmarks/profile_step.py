@@ -49,7 +49,7 @@ def main() -> None:
 
         h = xb
         for layer in model.layers:
-            h = layer._call(h, True)
+            h = layer.apply(h, True)
             lap(f"forward  {layer.name}")
         model.loss(h, yb)
         grad = model.loss.backward()

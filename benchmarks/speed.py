@@ -99,7 +99,7 @@ def torch_cnn(seed=0):
 def steps_chainrule_cnn(x, y, batch, steps, seed):
     """Seconds for ``steps`` training steps of the cnn preset (after one warm-up step)."""
     model = chainrule_cnn(seed)
-    xs = model._prepare_x(x[: batch * (steps + 1)], "benchmark")
+    xs = model.prepare_input(x[: batch * (steps + 1)], "benchmark")
     model.train_step(xs[:batch], y[:batch])
     start = time.perf_counter()
     for i in range(1, steps + 1):

@@ -192,7 +192,7 @@ Training accuracy is measured with dropout active and averaged over the epoch wh
 weights still move, so it can sit below the validation accuracy early on.
 """),
     ("code", r"""
-probs = plot.predict_proba(model, x_test)
+probs = model.predict_proba(x_test)
 pred = probs.argmax(axis=1)
 print(f"test accuracy {metrics.accuracy(y_test, pred):.4f}")
 assert metrics.accuracy(y_test, pred) > 0.95

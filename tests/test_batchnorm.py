@@ -211,9 +211,9 @@ def test_float32_stays_float32_in_every_operation(shape, spy_log):
     layer.running_mean = layer.running_mean.view(Spy)
     layer.running_var = layer.running_var.view(Spy)
     x = x.view(Spy)
-    y = layer._call(x, training=True)
+    y = layer.apply(x, training=True)
     grad_x = layer._backward(np.ones(y.shape, np.float32).view(Spy), True)
-    y_eval = layer._call(x, training=False)
+    y_eval = layer.apply(x, training=False)
     assert spy_log == [], f"float64 inside BatchNorm: {sorted(set(spy_log))}"
     arrays = [y, grad_x, y_eval, layer.gamma.grad, layer.beta.grad, layer.running_mean,
               layer.running_var]

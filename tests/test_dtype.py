@@ -156,7 +156,7 @@ def spied_step(model, loss, optimizer, x, y):
     arrays = []
     a = np.asarray(x, dtype=model.dtype).view(Spy)
     for layer in model.layers:
-        a = layer._call(a, training=True)
+        a = layer.apply(a, training=True)
         arrays.append((f"{layer.name} output", a))
         if isinstance(layer.cache, np.ndarray) and layer.cache.dtype.kind == "f":
             arrays.append((f"{layer.name} cache", layer.cache))
@@ -210,7 +210,7 @@ def test_embedding_step_stays_float32(spy_log):
     a = ids.view(Spy)
     arrays = []
     for layer in model.layers:
-        a = layer._call(a, training=True)
+        a = layer.apply(a, training=True)
         arrays.append(a)
     loss = losses.SparseCategoricalCrossEntropy(from_logits=True)
     loss(np.asarray(a), np.arange(N) % 3)
@@ -235,7 +235,7 @@ def record_fit_arrays(model):
     """Wrap each layer's forward and backward (and the loss's backward) to keep their arrays."""
     seen = []
     for layer in model.layers:
-        call, backward = layer._call, layer.backward
+        call, backward = layer.apply, layer.backward
 
         def wrapped_call(x, training, call=call, layer=layer):
             y = call(x, training)
@@ -253,7 +253,7 @@ def record_fit_arrays(model):
             seen.extend((f"{layer.name}/{p.name}.grad", p.grad) for p in layer.parameters())
             return grad_x
 
-        layer._call = wrapped_call
+        layer.apply = wrapped_call
         layer.backward = wrapped_backward
     loss_backward = model.loss.backward
 
@@ -324,7 +324,7 @@ def test_no_array_of_shape_n_c_c():
         target = y if isinstance(loss, losses.SparseCategoricalCrossEntropy) else np.eye(
             c, dtype=np.float32)[y]
         seen = record_fit_arrays(model)
-        xb = model._prepare_x(x, "test")
+        xb = model.prepare_input(x, "test")
         model.train_step(xb, target)  # warm-up: optimizer state, scratch buffers
         tracemalloc.start()
         try:

@@ -200,7 +200,7 @@ def test_ten_adamw_steps_equal_torch(dtype, context):
     ours, theirs = [], []
     for _ in range(STEPS):
         ids, labels = batch(rng, context)
-        loss, _ = model.train_step(model._prepare_x(ids, "test"), labels)
+        loss, _ = model.train_step(model.prepare_input(ids, "test"), labels)
         ours.append(loss)
         optimizer.zero_grad()
         value = TF.cross_entropy(ref(to_torch(ids)).reshape(-1, VOCAB),
@@ -262,14 +262,14 @@ def test_gpt_saves_and_loads(tmp_path):
     model.compile(cr.optimizers.AdamW(LR), loss_fn())
     rng = np.random.default_rng(6)
     ids, labels = batch(rng)
-    model.train_step(model._prepare_x(ids, "test"), labels)
+    model.train_step(model.prepare_input(ids, "test"), labels)
     model.save(tmp_path / "gpt.npz")
     loaded = cr.load_model(tmp_path / "gpt.npz")
     np.testing.assert_array_equal(loaded.predict(ids), model.predict(ids))
     assert loaded.loss.ignore_index == -100
     ids, labels = batch(rng)
-    first, _ = model.train_step(model._prepare_x(ids, "test"), labels)
-    second, _ = loaded.train_step(loaded._prepare_x(ids, "test"), labels)
+    first, _ = model.train_step(model.prepare_input(ids, "test"), labels)
+    second, _ = loaded.train_step(loaded.prepare_input(ids, "test"), labels)
     assert first == second
 
 

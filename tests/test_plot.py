@@ -51,7 +51,7 @@ def softmax_run(mnist):
     model = models.softmax_regression(seed=0)
     history = model.fit(x, y, epochs=3, batch_size=128, validation_split=0.25, seed=0,
                         verbose=0)
-    return model, history, plot.predict_proba(model, x_test)
+    return model, history, model.predict_proba(x_test)
 
 
 # ---------------------------------------------------------------------- learning curves

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chainrule import cli, load_model, metrics, models, plot, report
+from chainrule import cli, load_model, metrics, models, report
 from chainrule.data import load_mnist
 
 DATA_ROOT = Path(
@@ -109,7 +109,7 @@ def test_train_writes_a_self_contained_report(run):
     assert f"{history['val_accuracy'][-1]:.4f}" in text
     # The classification report of this model on the test set, exactly.
     _, (x_test, y_test) = load_mnist(DATA_ROOT, progress=False)
-    pred = plot.predict_proba(load_model(run / "model.npz"), x_test).argmax(axis=1)
+    pred = load_model(run / "model.npz").predict_proba(x_test).argmax(axis=1)
     assert html.escape(metrics.classification_report(y_test, pred)) in text
     assert f"{int(np.count_nonzero(pred != y_test)):,} / 10,000" in text
     config = json.loads((run / "config.json").read_text())
@@ -198,7 +198,7 @@ def test_report_for_a_cnn_shows_its_first_conv_filters(tmp_path):
     page = check_self_contained(text)
     assert page.h2 == SECTIONS
     assert "conv2d_1" in text and "BatchNorm" in text
-    pred = plot.predict_proba(model, x_test[:200]).argmax(axis=1)
+    pred = model.predict_proba(x_test[:200]).argmax(axis=1)
     assert f"{metrics.accuracy(y_test[:200], pred):.4f}" in text
     assert "none in this run folder" in text, "no manifest: the Run table says so"
 

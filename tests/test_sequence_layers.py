@@ -348,7 +348,7 @@ def test_float32_kept_everywhere(case):
         p.value = p.value.view(Spy)
     Spy.log = []
     try:
-        y = layer._call(x.view(Spy), training=True)
+        y = layer.apply(x.view(Spy), training=True)
         caches = [a for sub in all_layers(layer) for a in spy_arrays(sub.cache)]
         grad_x = layer._backward(np.ones_like(y).view(Spy), True)
         log = list(Spy.log)

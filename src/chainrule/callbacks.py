@@ -244,8 +244,8 @@ class ProgressBar(Callback):
                 self._tqdm = None
 
     def on_train_begin(self, logs=None):
-        self.epochs = self.model._fit_params["epochs"]
-        self.steps = self.model._fit_params["steps"]
+        self.epochs = self.model.history.params["epochs"]
+        self.steps = self.model.history.params["steps"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()

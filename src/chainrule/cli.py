@@ -8,7 +8,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import platform
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import functional, layers, losses, models, optimizers, runs, schedules
+from . import layers, losses, models, optimizers, runs, schedules
 from .callbacks import Callback
 from .exercises.cli import add_commands as add_exercise_commands
 from .fileio import atomic_write
@@ -128,15 +127,9 @@ def _make_optimizer(name: str, lr: float, total_steps: int, schedule: str):
     return cls[name](rate)
 
 
-def _probabilities(model, x) -> np.ndarray:
-    """Class probabilities, whether the model ends in Softmax or outputs logits."""
-    out = model.predict(x, batch_size=1000)
-    return out if isinstance(model.layers[-1], layers.Softmax) else functional.softmax(out)
-
-
 def _ensure_compiled(model) -> None:
     if model.loss is None:
-        logits = not isinstance(model.layers[-1], layers.Softmax)
+        logits = not model.outputs_probabilities
         model.compile(optimizer="adam",
                       loss=losses.SparseCategoricalCrossEntropy(from_logits=logits),
                       metrics=["accuracy"])
@@ -149,24 +142,12 @@ def _load_model(path) -> object:
     return load_model(path)
 
 
-def _fit_input(model, x: np.ndarray) -> np.ndarray:
-    """Reshape (N, 28, 28) images to what the model was built for, e.g. (N, 784)."""
-    shape = tuple(model.input_shape)
-    if x.shape[1:] != shape:
-        if math.prod(x.shape[1:]) != math.prod(shape):
-            raise CLIError(
-                f"the model expects samples of shape {shape}, the data has {x.shape[1:]}"
-            )
-        x = x.reshape((len(x),) + shape)
-    return x
-
-
 def _report(model, x, y, out=print) -> dict:
     from . import metrics
 
     _ensure_compiled(model)
     result = model.evaluate(x, y, batch_size=1000)
-    pred = np.argmax(_probabilities(model, x), axis=1)
+    pred = np.argmax(model.predict_proba(x), axis=1)
     # A model saved with compile(metrics=None) still gets its accuracy reported.
     result.setdefault("accuracy", metrics.accuracy(y, pred))
     out(f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}")
@@ -443,7 +424,7 @@ def cmd_evaluate(args) -> int:
     files, _, (x_test, y_test) = _load_dataset(args.dataset, args.data_dir, progress=False)
     if len(x_test) == 0:
         raise CLIError(f"{files['test_images']} holds no images")
-    x_test = _fit_input(model, x_test)
+    x_test = model.reshape_input(x_test)
     evaluation = _report(model, x_test, y_test)
     cm = metrics.confusion_matrix(y_test, evaluation["pred"])
     width = max(5, len(str(cm.max())) + 1)
@@ -467,7 +448,7 @@ def cmd_predict(args) -> int:
             x = preprocess_digit(path)[None]
         except (ValueError, OSError) as exc:
             raise CLIError(f"cannot read image {path}: {exc}") from None
-        probs = _probabilities(model, _fit_input(model, x))[0]
+        probs = model.predict_proba(model.reshape_input(x))[0]
         top = np.argsort(-probs, kind="stable")[:3]
         results.append({
             "file": str(name),
@@ -534,7 +515,7 @@ def cmd_explain_backward(args) -> int:
     else:
         model = _load_model(args.model)
         _ensure_compiled(model)
-        x = _fit_input(model, x)
+        x = model.reshape_input(x)
     print(explain_backward(model, x, y), end="")
     return 0
 

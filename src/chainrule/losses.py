@@ -55,7 +55,7 @@ class Loss:
                 f"{type(self).__name__} expected a non-empty batch of predictions, "
                 f"got shape {pred.shape}"
             )
-        target = self._check_target(pred, target)
+        target = self.check_target(pred, target)
         value, self._backward_fn = self._compute(pred, target)
         return float(value)
 
@@ -73,7 +73,7 @@ class Loss:
         """The factor that turns a sum into the chosen reduction."""
         return 1.0 / count if self.reduction == "mean" else 1.0
 
-    def _check_target(self, pred: np.ndarray, target) -> np.ndarray:
+    def check_target(self, pred: np.ndarray, target) -> np.ndarray:
         target = np.asarray(target)
         if target.shape != pred.shape:
             raise ValueError(
@@ -140,8 +140,8 @@ class BinaryCrossEntropy(Loss):
         self.from_logits = boolean(from_logits, "from_logits", type(self).__name__)
         self.eps = number(eps, "eps", type(self).__name__, "(0, 0.5)")
 
-    def _check_target(self, pred, target):
-        target = super()._check_target(pred, target)
+    def check_target(self, pred, target):
+        target = super().check_target(pred, target)
         if target.size and (target.min() < 0 or target.max() > 1):
             raise ValueError(
                 f"BinaryCrossEntropy expected targets in [0, 1], got values in "
@@ -188,7 +188,7 @@ class CategoricalCrossEntropy(Loss):
         self.from_logits = boolean(from_logits, "from_logits", type(self).__name__)
         self.eps = number(eps, "eps", type(self).__name__, "(0, 0.5)")
 
-    def _check_target(self, pred, target):
+    def check_target(self, pred, target):
         if pred.ndim != 2:
             raise ValueError(
                 f"CategoricalCrossEntropy expected predictions of shape (N, C), got {pred.shape}"
@@ -199,7 +199,7 @@ class CategoricalCrossEntropy(Loss):
                 f"CategoricalCrossEntropy expected one-hot targets of shape {pred.shape}, got "
                 f"{t.shape}; for integer labels use SparseCategoricalCrossEntropy"
             )
-        target = super()._check_target(pred, target)
+        target = super().check_target(pred, target)
         if target.size and target.min() < 0:
             raise ValueError("CategoricalCrossEntropy: targets must be non-negative probabilities")
         return target
@@ -277,7 +277,7 @@ class SparseCategoricalCrossEntropy(Loss):
             )
         self.ignore_index = None if ignore_index is None else int(ignore_index)
 
-    def _check_target(self, pred, target):
+    def check_target(self, pred, target):
         name = "SparseCategoricalCrossEntropy"
         if pred.ndim < 2:
             raise ValueError(f"{name} expected predictions of shape (N, C) or (N, T, C), got "

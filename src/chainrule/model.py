@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from . import functional
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
@@ -107,7 +108,7 @@ class Sequential:
             self._build_tail()
 
     def _append(self, layer: Layer) -> None:
-        if layer._auto_name:
+        if layer.auto_named:
             base = layer.name.rsplit("_", 1)[0] if layer.name[-1].isdigit() else layer.name
             taken = {other.name for other in self.layers}
             k = 1
@@ -180,7 +181,7 @@ class Sequential:
                 buffers = {k: v.shape for k, v in layer.buffers().items()}
                 out = layer.output_shape
             else:
-                layer._check_sample_shape(shape)
+                layer.check_sample_shape(shape)
                 params, buffers = layer.param_shapes(shape), layer.buffer_shapes(shape)
                 out = layer.compute_output_shape(shape)
             plan.append((layer, shape, params, buffers))
@@ -195,7 +196,7 @@ class Sequential:
         total = sum(count for count, _ in counts)
         count, largest = max(counts, key=lambda c: c[0])
         detail = "" if len(counts) == 1 else (
-            f"; {largest._label()} alone needs "
+            f"; {largest.label} alone needs "
             f"{describe_bytes(count * self.dtype.itemsize)}")
         check_weight_budget(total, self.dtype, f"this model ({self.name!r})", detail)
 
@@ -233,7 +234,7 @@ class Sequential:
         return [(f"{layer.name}.{p.name}", p) for layer in self.layers
                 for p in layer.parameters()]
 
-    def _state_entries(self) -> list[tuple[str, Layer, str, str, np.ndarray]]:
+    def state_entries(self) -> list[tuple[str, Layer, str, str, np.ndarray]]:
         """(model name, layer, layer name, kind, array) of every entry of ``state_dict``."""
         return [(f"{layer.name}.{key}", layer, key, kind, array)
                 for layer in self.layers for key, kind, array in layer.state_entries()]
@@ -247,7 +248,7 @@ class Sequential:
         ``chainrule.random_state``). The arrays are the model's own (not copies), except the
         random states; ``load_state_dict`` puts a dict like this back.
         """
-        return {name: array for name, _, _, _, array in self._state_entries()}
+        return {name: array for name, _, _, _, array in self.state_entries()}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy ``state`` (as ``state_dict`` returns) into the model, in place.
@@ -269,7 +270,7 @@ class Sequential:
         if not isinstance(state, dict):
             raise TypeError(f"load_state_dict expects a dict of name → array, got "
                             f"{type(state).__name__}")
-        entries = self._state_entries()
+        entries = self.state_entries()
         own = {name for name, *_ in entries}
         if strict:
             missing = [name for name, *_ in entries if name not in state]
@@ -303,7 +304,7 @@ class Sequential:
     def get_weights(self) -> list[np.ndarray]:
         """Copies of every weight, in ``state_dict`` order without the random states: each
         layer's parameter values, then its buffers (BatchNorm's running statistics)."""
-        return [array.copy() for _, _, _, kind, array in self._state_entries() if kind != "rng"]
+        return [array.copy() for _, _, _, kind, array in self.state_entries() if kind != "rng"]
 
     def set_weights(self, weights) -> None:
         """Overwrite every weight in place (same order, shapes and count as ``get_weights``).
@@ -316,7 +317,7 @@ class Sequential:
             TypeError: for an array whose dtype does not cast safely (complex, strings, …).
         """
         weights = list(weights)
-        names = [name for name, _, _, kind, _ in self._state_entries() if kind != "rng"]
+        names = [name for name, _, _, kind, _ in self.state_entries() if kind != "rng"]
         if len(weights) != len(names):
             raise ValueError(f"set_weights expected {len(names)} arrays, got {len(weights)}")
         try:
@@ -362,7 +363,7 @@ class Sequential:
             )
 
     # ------------------------------------------------------------------ forward / backward
-    def _prepare_x(self, x, what: str) -> np.ndarray:
+    def prepare_input(self, x, what: str) -> np.ndarray:
         """Validate a whole input array and cast it to the model dtype once."""
         x = np.asarray(x)
         if not self.layers:
@@ -371,7 +372,7 @@ class Sequential:
         if first.integer_input:
             if not np.issubdtype(x.dtype, np.integer):
                 raise TypeError(
-                    f"{what}: the first layer {first._label()} takes integer ids, got dtype "
+                    f"{what}: the first layer {first.label} takes integer ids, got dtype "
                     f"{x.dtype}"
                 )
         else:
@@ -385,21 +386,21 @@ class Sequential:
         if not first.integer_input:
             check_finite(x, f"{what}: the model")
         if self.built:
-            first._check_sample_shape(x.shape[1:], batch=x.shape[0])
+            first.check_sample_shape(x.shape[1:], batch=x.shape[0])
             if x.shape[1:] != self.input_shape:
                 raise ValueError(
                     f"{what}: the model was built for input of shape (N, "
                     f"{', '.join(map(str, self.input_shape))}), got {x.shape}"
                 )
         try:
-            first._check_values(x)
+            first.check_values(x)
         except ValueError as exc:
             raise ValueError(f"{what}: {exc}") from None
         return x
 
     def forward(self, x, training: bool = False) -> np.ndarray:
         """Run the batch ``x`` through every layer; the output has shape (N, *output_shape)."""
-        x = self._prepare_x(x, "forward")
+        x = self.prepare_input(x, "forward")
         if not self.built:
             self.build(x.shape[1:])
         return self._forward(x, training)
@@ -408,7 +409,7 @@ class Sequential:
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         for layer in self.layers:
-            x = layer._call(x, training)
+            x = layer.apply(x, training)
         return x
 
     def backward(self, grad_y, need_input_grad: bool = True):
@@ -453,14 +454,14 @@ class Sequential:
                 f" on input of shape (N, {', '.join(map(str, needy.input_shape))})")
             if batch_size < fewest:
                 raise ValueError(
-                    f"fit: batch_size={batch_size} is too small for {needy._label()}, which "
+                    f"fit: batch_size={batch_size} is too small for {needy.label}, which "
                     f"needs at least {fewest} samples per training batch{where}; use "
                     f"batch_size={fewest} or more"
                 )
             if n_samples < fewest:
                 raise ValueError(
                     f"fit: x has {n_samples} sample{'s' if n_samples != 1 else ''}, but "
-                    f"{needy._label()} needs at least {fewest} per training batch{where}"
+                    f"{needy.label} needs at least {fewest} per training batch{where}"
                 )
         return steps + (1 if last >= fewest else 0)
 
@@ -520,7 +521,7 @@ class Sequential:
                 f"fit: epochs must be an integer of at least initial_epoch + 1 = "
                 f"{initial_epoch + 1} (epochs initial_epoch … epochs − 1 run), got {epochs!r}"
             )
-        x = self._prepare_x(x, "fit")
+        x = self.prepare_input(x, "fit")
         y = np.asarray(y)
         if y.ndim == 0 or len(y) != len(x):
             raise ValueError(
@@ -545,7 +546,7 @@ class Sequential:
         self._check_targets(x, y, "fit")
         if validation_data is not None:
             x_val, y_val = validation_data
-            x_val = self._prepare_x(x_val, "fit (validation data)")
+            x_val = self.prepare_input(x_val, "fit (validation data)")
             self._check_targets(x_val, np.asarray(y_val), "fit (validation data)")
         shuffle_seed = self.seed if seed is None else seed
 
@@ -556,15 +557,14 @@ class Sequential:
         cbs: list[Callback] = [history] + list(callbacks or [])
         if verbose:
             cbs.append(ProgressBar(verbose))
-        self._fit_params = {"epochs": epochs, "batch_size": batch_size, "steps": steps,
-                            "samples": n, "left_out_per_epoch": left_out}
-        history.params = dict(self._fit_params)
+        history.params = {"epochs": epochs, "batch_size": batch_size, "steps": steps,
+                          "samples": n, "left_out_per_epoch": left_out}
         if left_out:
             fewest, needy = self._min_training_batch()
             which = "shuffled, so not the same ones" if shuffle else "always the last ones"
             history.params["note"] = (
                 f"fit: the last batch of each epoch ({left_out} of {n} samples, {which}) is left "
-                f"out: {needy._label()} needs at least {fewest} samples per training batch"
+                f"out: {needy.label} needs at least {fewest} samples per training batch"
             )
             if verbose:
                 print(history.params["note"], file=sys.stderr)
@@ -623,7 +623,7 @@ class Sequential:
         """Validate all targets once, as the loss will see them batch by batch."""
         shape = (len(x),) + tuple(self.output_shape)
         try:
-            self.loss._check_target(np.broadcast_to(np.zeros((), self.dtype), shape), y)
+            self.loss.check_target(np.broadcast_to(np.zeros((), self.dtype), shape), y)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{what}: {exc}") from None
 
@@ -635,7 +635,7 @@ class Sequential:
         """
         self._require_compiled("evaluate")
         batch_size = _check_batch_size(batch_size, "evaluate")
-        x = self._prepare_x(x, "evaluate")
+        x = self.prepare_input(x, "evaluate")
         y = np.asarray(y)
         if len(y) != len(x):
             raise ValueError(f"evaluate: x has {len(x)} samples but y has {len(y)}")
@@ -661,7 +661,7 @@ class Sequential:
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Model outputs for ``x`` at inference, computed in batches: shape (N, *output_shape)."""
         batch_size = _check_batch_size(batch_size, "predict")
-        x = self._prepare_x(x, "predict")
+        x = self.prepare_input(x, "predict")
         if not self.built:
             self.build(x.shape[1:])
         out = None
@@ -671,6 +671,37 @@ class Sequential:
                 out = np.empty((len(x),) + yb.shape[1:], dtype=yb.dtype)
             out[start:start + len(yb)] = yb
         return out
+
+    @property
+    def outputs_probabilities(self) -> bool:
+        """True when the model ends in a Softmax layer (its outputs are probabilities), False
+        when it outputs logits (the fused loss applies the softmax)."""
+        return bool(self.layers) and isinstance(self.layers[-1], activations.Softmax)
+
+    def predict_proba(self, x, batch_size: int = 1000) -> np.ndarray:
+        """Class probabilities (N, C) at inference: the outputs of a model that ends in Softmax,
+        softmax(logits) for one that outputs logits."""
+        out = self.predict(x, batch_size=batch_size)
+        return out if self.outputs_probabilities else functional.softmax(out)
+
+    def reshape_input(self, x) -> np.ndarray:
+        """``x`` (N, …) reshaped to the samples the model was built for, when only the shape
+        differs: (N, 28, 28) images for a model built on (784,) vectors, or the reverse.
+
+        Raises:
+            ValueError: if the model is not built, or a sample holds another number of values.
+        """
+        x = np.asarray(x)
+        if not self.built:
+            raise ValueError("reshape_input: the model is not built yet (no input shape)")
+        shape = tuple(self.input_shape)
+        if x.shape[1:] == shape:
+            return x
+        if x.ndim < 1 or math.prod(x.shape[1:]) != math.prod(shape):
+            raise ValueError(
+                f"the model expects samples of shape {shape}, the data has {x.shape[1:]}"
+            )
+        return x.reshape((len(x),) + shape)
 
     # ------------------------------------------------------------------ summary / config / io
     def summary(self, print_fn=print) -> str:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import functional
 from . import metrics as metrics_mod
-from .layers import Conv2D, Dense, Sigmoid, Softmax
+from .layers import Conv2D, Dense, Sigmoid
 
 __all__ = [
     "animate_decision_regions",
@@ -34,7 +33,6 @@ __all__ = [
     "plot_learning_curves",
     "plot_mistakes",
     "plot_weights",
-    "predict_proba",
 ]
 
 # Red, green, blue first: the lecture's three classes; then the rest of matplotlib's tab10.
@@ -45,8 +43,12 @@ RIGHT, WRONG = "#1a7f37", "#cf222e"
 _MPL: dict | None = None
 
 
-def _mpl() -> dict:
-    """matplotlib's Figure, Agg canvas, colors and animation modules, imported once."""
+def matplotlib_modules() -> dict:
+    """matplotlib's Figure, Agg canvas, colors and animation modules, imported once.
+
+    Raises:
+        ImportError: without matplotlib, naming the extra to install.
+    """
     global _MPL
     if _MPL is None:
         # The first import in a fresh environment logs "building the font cache" as a warning;
@@ -71,7 +73,7 @@ def _mpl() -> dict:
 
 
 def _figure(width: float, height: float, layout: str | None = "constrained"):
-    mpl = _mpl()
+    mpl = matplotlib_modules()
     fig = mpl["Figure"](figsize=(width, height), layout=layout)
     mpl["Canvas"](fig)
     return fig
@@ -141,7 +143,7 @@ def plot_learning_curves(history, path=None, title: str | None = None):
     names.sort(key=lambda k: (k != "loss", k))
     if not names or not any(logs.values()):
         raise ValueError("plot_learning_curves: the history is empty (no epoch has run)")
-    mpl = _mpl()
+    mpl = matplotlib_modules()
     fig = _figure(5.0 * len(names), 3.6)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
@@ -274,7 +276,7 @@ def plot_weights(model, path=None, max_images: int = 64, image_shape=None, chann
             r, c = divmod(i, cols)
             scale = float(np.abs(image).max()) or 1.0
             mosaic[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = image / scale
-        cmap = _mpl()["colormaps"]["RdBu_r"].with_extremes(bad="white")
+        cmap = matplotlib_modules()["colormaps"]["RdBu_r"].with_extremes(bad="white")
         cell = 1.1 if h >= 10 else 0.6
         fig = _figure(min(9.0, cols * cell) + 0.2, min(9.0, cols * cell) * rows / cols + 0.6)
         ax = fig.subplots()
@@ -288,12 +290,6 @@ def plot_weights(model, path=None, max_images: int = 64, image_shape=None, chann
 
 
 # ---------------------------------------------------------------------- digits
-def predict_proba(model, x, batch_size: int = 1000) -> np.ndarray:
-    """Class probabilities (N, C), whether the model ends in Softmax or outputs logits."""
-    out = model.predict(x, batch_size=batch_size)
-    return out if isinstance(model.layers[-1], Softmax) else functional.softmax(out)
-
-
 def _as_images(images) -> np.ndarray:
     x = np.asarray(images)
     if x.ndim == 4 and x.shape[1] == 1:
@@ -427,7 +423,7 @@ def plot_confusion_matrix(y_true, y_pred, path=None, class_names=None, title: st
     names = [str(k) for k in range(c)] if class_names is None else [str(k) for k in class_names]
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
-    mpl = _mpl()
+    mpl = matplotlib_modules()
     size = max(4.5, 0.45 * c + 1.8)
     fig = _figure(size + 0.9, size)
     ax = fig.subplots()
@@ -473,7 +469,7 @@ def _region_grid(x: np.ndarray, resolution: int, margin: float):
 
 
 def _draw_regions(ax, classes, extent, x, y, num_classes):
-    mpl = _mpl()
+    mpl = matplotlib_modules()
     cmap = mpl["colors"].ListedColormap(
         [CLASS_COLORS[k % len(CLASS_COLORS)] for k in range(num_classes)]
     )
@@ -551,7 +547,7 @@ def animate_decision_regions(model, x, y, path=None, epochs: int = 100, frames: 
     """
     if frames < 1 or epochs < frames:
         raise ValueError(f"need 1 <= frames <= epochs, got frames={frames}, epochs={epochs}")
-    mpl = _mpl()
+    mpl = matplotlib_modules()
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y).astype(np.int64)
     grid, extent = _region_grid(x, resolution, margin)
@@ -629,7 +625,7 @@ def plot_gradient_norms(source, path=None, params: str | None = "W", title: str 
         runs = list(source.items())
     else:
         runs = [(None, source)]
-    mpl = _mpl()
+    mpl = matplotlib_modules()
     fig = _figure(5.2 * len(runs), 4.3)
     axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
     viridis = mpl["colormaps"]["viridis"]

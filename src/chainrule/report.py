@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import time
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from . import functional, plot, runs
 from . import metrics as metrics_mod
 from .data import load_idx_dataset
 from .fileio import atomic_write
-from .layers import Softmax
 from .serialization import load_model
 from .version import __version__
 
@@ -79,7 +77,7 @@ def write_report(run_dir, test_data=None, data_dir=None, path=None) -> Path:
             raise FileNotFoundError(
                 f"{run_dir} has no {name}: pass a run folder written by chainrule train"
             )
-    plot._mpl()  # fail early, before the dataset is loaded, when matplotlib is missing
+    plot.matplotlib_modules()  # fail before the dataset is loaded when matplotlib is missing
     config_path = run_dir / "config.json"
     config = runs.read_json(config_path)
     if not isinstance(config, dict):
@@ -116,10 +114,10 @@ def render_report(model, history: dict, config: dict, manifest: dict, x_test, y_
     """
     x_test = np.asarray(x_test)
     y_test = np.asarray(y_test).astype(np.int64)
-    x_model = _fit_input(model, x_test)
+    x_model = model.reshape_input(x_test)
     # One pass over the test set gives the probabilities, the predictions and the loss.
     out = model.predict(x_model, batch_size=1000)
-    probs = out if isinstance(model.layers[-1], Softmax) else functional.softmax(out)
+    probs = out if model.outputs_probabilities else functional.softmax(out)
     pred = np.argmax(probs, axis=1)
     accuracy = metrics_mod.accuracy(y_test, pred)
     if model.loss is not None:
@@ -196,13 +194,6 @@ def render_report(model, history: dict, config: dict, manifest: dict, x_test, y_
 # ---------------------------------------------------------------------- pieces
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _fit_input(model, x: np.ndarray) -> np.ndarray:
-    shape = tuple(model.input_shape)
-    if x.shape[1:] != shape and math.prod(x.shape[1:]) == math.prod(shape):
-        x = x.reshape((len(x),) + shape)
-    return x
 
 
 def _subtitle(model, config, manifest) -> str:

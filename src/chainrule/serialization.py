@@ -223,7 +223,7 @@ class _Loader:
             model.build(tuple(spec["input_shape"]))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.where}: {exc}") from None
-        entries = model._state_entries()
+        entries = model.state_entries()
         self._check_names(model, entries, compiled, optimizer, config["format_version"])
         state = {}
         for name, _, _, kind, target in entries:

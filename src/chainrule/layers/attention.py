@@ -93,23 +93,23 @@ class CausalSelfAttention(Layer):
         self.W_out: Parameter | None = None
         self.b_out: Parameter | None = None
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         received = received_shape(shape, batch)
         if len(shape) != 2:
             raise ValueError(
-                f"{self._label()} expected input of shape (N, T, E), got input of shape "
+                f"{self.label} expected input of shape (N, T, E), got input of shape "
                 f"{received}"
             )
         width = shape[-1]
         if width % self.heads:
             raise ValueError(
-                f"{self._label()}: the embedding width E = {width} of input {received} is not "
+                f"{self.label}: the embedding width E = {width} of input {received} is not "
                 f"divisible by heads = {self.heads}; choose a width that is a multiple of the "
                 "number of heads"
             )
         if self.built and width != self.W_out.value.shape[0]:
             raise ValueError(
-                f"{self._label()} expected {self.W_out.value.shape[0]} features on the last "
+                f"{self.label} expected {self.W_out.value.shape[0]} features on the last "
                 f"axis, got input of shape {received}"
             )
 

@@ -46,10 +46,10 @@ class RandomShift(Layer):
         seed = self.seed if self.seed is not None else int(rng.integers(2**63))
         self.rng = np.random.default_rng(seed)
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         if len(shape) not in (2, 3):
             raise ValueError(
-                f"{self._label()} expected images of shape (N, H, W) or (N, C, H, W), got input "
+                f"{self.label} expected images of shape (N, H, W) or (N, C, H, W), got input "
                 f"of shape {received_shape(shape, batch)}"
             )
 

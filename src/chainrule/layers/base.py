@@ -51,6 +51,7 @@ class Layer:
         dtype: the floating dtype of the parameters and activations once built.
         input_shape / output_shape: per-sample shapes once built.
         cache: what the last training forward kept for backward (``None`` at inference).
+        auto_named: True when no name was given: a Sequential then numbers it (``dense_1``).
     """
 
     #: Set by layers that take integer ids (Embedding) instead of floating input.
@@ -65,7 +66,7 @@ class Layer:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{type(self).__name__}: name must be a string, got {name!r}")
         self.name = name or type(self).__name__.lower()
-        self._auto_name = name is None
+        self.auto_named = name is None
         self.input_shape = None if input_shape is None else as_shape(input_shape, self)
         self.output_shape = None
         self.built = False
@@ -90,11 +91,11 @@ class Layer:
         shape = as_shape(input_shape, self)
         self.dtype = as_float_dtype(DEFAULT_DTYPE if dtype is None else dtype)
         rng = np.random.default_rng() if rng is None else rng
-        self._check_sample_shape(shape)
+        self.check_sample_shape(shape)
         params, buffers = self.param_shapes(shape), self.buffer_shapes(shape)
         if params is not None and buffers is not None:
             check_weight_budget(count_values(params) + count_values(buffers), self.dtype,
-                                self._label())
+                                self.label)
         self._build(shape, rng)
         self.input_shape = shape
         self.output_shape = self.compute_output_shape(shape)
@@ -131,17 +132,17 @@ class Layer:
         """
         return 1
 
-    def _check_sample_shape(self, shape: tuple[int, ...], batch: int | None = None) -> None:
+    def check_sample_shape(self, shape: tuple[int, ...], batch: int | None = None) -> None:
         """Raise ValueError if one sample of this shape cannot go through the layer.
 
         ``batch`` is the batch size N when known, so that messages show the received shape.
         """
 
-    def _check_values(self, x: np.ndarray) -> None:
+    def check_values(self, x: np.ndarray) -> None:
         """Raise ValueError for values the layer cannot take (Embedding: ids out of range).
 
         Run on every input, by ``forward`` and, for a model's first layer, by Sequential at
-        its boundary (which calls ``_call`` directly); finiteness is checked separately.
+        its boundary (which calls ``apply`` directly); finiteness is checked separately.
         """
 
     # ------------------------------------------------------------------ forward / backward
@@ -153,10 +154,12 @@ class Layer:
             ValueError: for an empty batch, NaN/inf values or a shape the layer was not built for.
         """
         x = self._validate_input(x)
-        return self._call(x, training)
+        return self.apply(x, training)
 
-    def _call(self, x: np.ndarray, training: bool) -> np.ndarray:
-        """Run the math on already-validated input and keep the cache bookkeeping."""
+    def apply(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """The layer's math on input the caller has already validated, with the cache
+        bookkeeping: what ``forward`` runs after its checks, and what a Sequential (or a
+        Residual) calls for every layer once it has checked the whole input at its boundary."""
         y = self._forward(x, training)
         if training:
             self._grad_shape = y.shape
@@ -182,18 +185,18 @@ class Layer:
         """
         if self._grad_shape is None:
             raise RuntimeError(
-                f"{self._label()}: backward() needs a preceding forward(x, training=True); "
+                f"{self.label}: backward() needs a preceding forward(x, training=True); "
                 "the last forward ran at inference (training=False) or none ran yet"
             )
         grad_y = np.asarray(grad_y)
         if grad_y.shape != self._grad_shape:
             raise ValueError(
-                f"{self._label()}: backward expected grad_y of shape {self._grad_shape} "
+                f"{self.label}: backward expected grad_y of shape {self._grad_shape} "
                 f"(the output shape of the last forward), got {grad_y.shape}"
             )
         if grad_y.dtype != self.dtype:
             raise TypeError(
-                f"{self._label()}: backward expected grad_y of dtype {self.dtype}, "
+                f"{self.label}: backward expected grad_y of dtype {self.dtype}, "
                 f"got {grad_y.dtype}"
             )
         return self._backward(grad_y, need_input_grad)
@@ -211,37 +214,39 @@ class Layer:
         """Check a batch before the math runs, building the layer on first use."""
         x = np.asarray(x)
         if x.ndim == 0:
-            raise ValueError(f"{self._label()} expected a batch of shape (N, ...), got a scalar")
+            raise ValueError(f"{self.label} expected a batch of shape (N, ...), got a scalar")
         if x.shape[0] == 0:
-            raise ValueError(f"{self._label()} received an empty batch (shape {x.shape})")
+            raise ValueError(f"{self.label} received an empty batch (shape {x.shape})")
         if self.integer_input:
             if not np.issubdtype(x.dtype, np.integer):
                 raise TypeError(
-                    f"{self._label()} expected integer ids, got dtype {x.dtype}; "
+                    f"{self.label} expected integer ids, got dtype {x.dtype}; "
                     "cast with x.astype(np.int64)"
                 )
         else:
             if x.dtype not in FLOAT_DTYPES:
                 raise TypeError(
-                    f"{self._label()} expected float32 or float64 input, got dtype {x.dtype}; "
+                    f"{self.label} expected float32 or float64 input, got dtype {x.dtype}; "
                     "cast with x.astype(np.float32) (a Sequential casts at its boundary)"
                 )
             if self.built and x.dtype != self.dtype:
                 raise TypeError(
-                    f"{self._label()} was built for {self.dtype} input, got {x.dtype}; "
+                    f"{self.label} was built for {self.dtype} input, got {x.dtype}; "
                     f"cast with x.astype(np.{self.dtype}) (a Sequential casts at its boundary)"
                 )
-            check_finite(x, self._label())
+            check_finite(x, self.label)
         # Checked before a first build too, so that the message shows the batch size.
-        self._check_sample_shape(x.shape[1:], batch=x.shape[0])
+        self.check_sample_shape(x.shape[1:], batch=x.shape[0])
         if not self.built:
             dtype = None if self.integer_input else x.dtype
             self.build(x.shape[1:], dtype=dtype)
-            self._check_sample_shape(x.shape[1:], batch=x.shape[0])
-        self._check_values(x)
+            self.check_sample_shape(x.shape[1:], batch=x.shape[0])
+        self.check_values(x)
         return x
 
-    def _label(self) -> str:
+    @property
+    def label(self) -> str:
+        """The layer as messages name it: ``Dense 'dense_1'``."""
         return f"{type(self).__name__} '{self.name}'"
 
     # ------------------------------------------------------------------ parameters & config
@@ -271,12 +276,12 @@ class Layer:
         for name, value in buffers.items():
             if name not in own:
                 raise ValueError(
-                    f"{self._label()} has no buffer {name!r}; it has {sorted(own)}"
+                    f"{self.label} has no buffer {name!r}; it has {sorted(own)}"
                 )
             value = np.asarray(value)
             if value.shape != own[name].shape:
                 raise ValueError(
-                    f"{self._label()}: buffer {name!r} has shape {own[name].shape}, got "
+                    f"{self.label}: buffer {name!r} has shape {own[name].shape}, got "
                     f"{value.shape}"
                 )
             own[name][...] = value

@@ -79,7 +79,7 @@ class Residual(Layer):
     def _append(self, layer: Layer) -> None:
         """Add ``layer``, giving an unnamed one the first free name ``<type>_k`` (as Sequential)."""
         taken = {other.name for other in self.layers}
-        if layer._auto_name:
+        if layer.auto_named:
             base = layer.name.rsplit("_", 1)[0] if layer.name[-1].isdigit() else layer.name
             k = 1
             while f"{base}_{k}" in taken:
@@ -103,15 +103,15 @@ class Residual(Layer):
                 layer.rng = generator
 
     # ------------------------------------------------------------------ build and checks
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         if self.built and (len(shape) != len(self.input_shape)
                            or shape[-1] != self.input_shape[-1]):
             raise ValueError(
-                f"{self._label()} was built for samples of shape {self.input_shape} (its block "
+                f"{self.label} was built for samples of shape {self.input_shape} (its block "
                 f"maps them to themselves), got input of shape "
                 f"{received_shape(shape, batch)}"
             )
-        self.layers[0]._check_sample_shape(shape, batch)
+        self.layers[0].check_sample_shape(shape, batch)
 
     def _build(self, input_shape, rng):
         shape = tuple(input_shape)
@@ -120,7 +120,7 @@ class Residual(Layer):
             shape = layer.output_shape
         if shape != tuple(input_shape):
             raise ValueError(
-                f"{self._label()}: the block maps samples of shape {tuple(input_shape)} to "
+                f"{self.label}: the block maps samples of shape {tuple(input_shape)} to "
                 f"{shape}; y = x + block(x) needs the same shape (end the block with a layer "
                 f"that maps back to {input_shape[-1]} features)"
             )
@@ -143,7 +143,7 @@ class Residual(Layer):
     def _forward(self, x, training):
         out = x
         for layer in self.layers:
-            out = layer._call(out, training)
+            out = layer.apply(out, training)
         return x + out
 
     def _backward(self, grad_y, need_input_grad):

@@ -127,7 +127,7 @@ class Conv2D(Layer):
     def compute_output_shape(self, input_shape):
         return (self.filters, *self._spatial_out(*input_shape[-2:]))
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         received = received_shape(shape, batch)
         if len(shape) not in (2, 3):
             hint = ""
@@ -139,14 +139,14 @@ class Conv2D(Layer):
                 else:
                     hint = "; reshape flat images to (N, C, H, W) or (N, H, W)"
             raise ValueError(
-                f"{self._label()} expected input of shape (N, C, H, W) or (N, H, W), got "
+                f"{self.label} expected input of shape (N, C, H, W) or (N, H, W), got "
                 f"input of shape {received}{hint}"
             )
         channels = 1 if len(shape) == 2 else shape[0]
         if self.built and channels != self.W.value.shape[1]:
             note = " (a rank-3 input (N, H, W) is one channel)" if len(shape) == 2 else ""
             raise ValueError(
-                f"{self._label()} expected {self.W.value.shape[1]} input channels on axis 1, "
+                f"{self.label} expected {self.W.value.shape[1]} input channels on axis 1, "
                 f"got input of shape {received}{note}"
             )
         h, w = shape[-2:]
@@ -155,7 +155,7 @@ class Conv2D(Layer):
         padded = (h + top + bottom, w + left + right)
         if padded[0] < span[0] or padded[1] < span[1]:
             raise ValueError(
-                f"{self._label()}: kernel {self.kernel_size} with dilation {self.dilation} spans "
+                f"{self.label}: kernel {self.kernel_size} with dilation {self.dilation} spans "
                 f"{span[0]}×{span[1]} pixels, larger than the padded input "
                 f"{padded[0]}×{padded[1]} (input of shape {received}, padding "
                 f"{self.padding!r}); use a smaller kernel, more padding or padding='same'"

@@ -79,16 +79,16 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         if len(shape) == 0:
             raise ValueError(
-                f"{self._label()} expected input of shape (N, features), got a 1-D batch; "
+                f"{self.label} expected input of shape (N, features), got a 1-D batch; "
                 "reshape to (N, 1) for one feature"
             )
         if self.built and shape[-1] != self.W.value.shape[0]:
             hint = "; add layers.Flatten() first" if len(shape) > 1 else ""
             raise ValueError(
-                f"{self._label()} expected {self.W.value.shape[0]} features on the last axis, "
+                f"{self.label} expected {self.W.value.shape[0]} features on the last axis, "
                 f"got input of shape ({'N' if batch is None else batch}, "
                 f"{', '.join(map(str, shape))}){hint}"
             )
@@ -96,7 +96,7 @@ class Dense(Layer):
     def _validate_input(self, x):
         if self.activation is not None:
             raise RuntimeError(
-                f"{self._label()}: Dense(activation={self.activation!r}) is sugar for Dense "
+                f"{self.label}: Dense(activation={self.activation!r}) is sugar for Dense "
                 f"followed by its activation layer inside a Sequential; on its own, use "
                 "Dense(units) and the activation layer one after the other"
             )

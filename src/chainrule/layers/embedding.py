@@ -57,12 +57,12 @@ class Embedding(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
 
-    def _check_values(self, x):
+    def check_values(self, x):
         # A negative id would index from the end of W (NumPy wraps it) instead of failing.
         low, high = x.min(), x.max()
         if low < 0 or high >= self.input_dim:
             raise ValueError(
-                f"{self._label()} expected ids in [0, {self.input_dim}), got values in "
+                f"{self.label} expected ids in [0, {self.input_dim}), got values in "
                 f"[{low}, {high}]"
             )
 
@@ -127,25 +127,25 @@ class PositionalEmbedding(Layer):
         initializers.get(embeddings_initializer)
         self.W: Parameter | None = None
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         received = received_shape(shape, batch)
         if len(shape) != 2:
             hint = ("; token ids (N, T) go through an Embedding first" if len(shape) == 1
                     else "")
             raise ValueError(
-                f"{self._label()} expected input of shape (N, T, E), got input of shape "
+                f"{self.label} expected input of shape (N, T, E), got input of shape "
                 f"{received}{hint}"
             )
         if shape[0] > self.max_length:
             raise ValueError(
-                f"{self._label()} holds positions for contexts of up to max_length = "
+                f"{self.label} holds positions for contexts of up to max_length = "
                 f"{self.max_length}, got input of shape {received} (T = {shape[0]}); shorten "
                 f"the context to {self.max_length} or build the layer with max_length >= "
                 f"{shape[0]}"
             )
         if self.built and shape[1] != self.W.value.shape[1]:
             raise ValueError(
-                f"{self._label()} expected {self.W.value.shape[1]} features on the last axis, "
+                f"{self.label} expected {self.W.value.shape[1]} features on the last axis, "
                 f"got input of shape {received}"
             )
 

@@ -114,7 +114,7 @@ class BatchNorm(Layer):
             return {}
         return {"running_mean": self.running_mean, "running_var": self.running_var}
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         received = received_shape(shape, batch)
         if len(shape) not in (1, 3):
             hint = ""
@@ -122,12 +122,12 @@ class BatchNorm(Layer):
                 hint = ("; channels are on axis 1: reshape (N, C, L) to (N, C, L, 1), or "
                         "flatten to (N, features) first")
             raise ValueError(
-                f"{self._label()} expected input of shape (N, C) or (N, C, H, W), got input of "
+                f"{self.label} expected input of shape (N, C) or (N, C, H, W), got input of "
                 f"shape {received}{hint}"
             )
         if self.built and shape[0] != self.gamma.value.shape[0]:
             raise ValueError(
-                f"{self._label()} expected {self.gamma.value.shape[0]} channels on axis 1, got "
+                f"{self.label} expected {self.gamma.value.shape[0]} channels on axis 1, got "
                 f"input of shape {received}"
             )
 
@@ -145,7 +145,7 @@ class BatchNorm(Layer):
         m = x.size // x.shape[1]
         if m == 1:
             raise ValueError(
-                f"{self._label()} needs more than one value per channel when training, got input "
+                f"{self.label} needs more than one value per channel when training, got input "
                 f"of shape {x.shape} (the batch variance of one value is 0); use a batch of 2 or "
                 "more"
             )
@@ -253,16 +253,16 @@ class LayerNorm(Layer):
         self.beta = Parameter(np.zeros(features, dtype=self.dtype), "beta")
         self._params = [self.gamma, self.beta]
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         received = received_shape(shape, batch)
         if len(shape) == 0:
             raise ValueError(
-                f"{self._label()} expected input of shape (N, D) or (N, T, D), got a 1-D batch "
+                f"{self.label} expected input of shape (N, D) or (N, T, D), got a 1-D batch "
                 f"of shape {received}; reshape to (N, 1) for one feature"
             )
         if self.built and shape[-1] != self.gamma.value.shape[0]:
             raise ValueError(
-                f"{self._label()} expected {self.gamma.value.shape[0]} features on the last "
+                f"{self.label} expected {self.gamma.value.shape[0]} features on the last "
                 f"axis, got input of shape {received}"
             )
 

@@ -57,11 +57,11 @@ class _Pool2D(Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-2], *self._spatial_out(*input_shape[-2:]))
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         received = received_shape(shape, batch)
         if len(shape) not in (2, 3):
             raise ValueError(
-                f"{self._label()} expected input of shape (N, C, H, W) or (N, H, W), got input "
+                f"{self.label} expected input of shape (N, C, H, W) or (N, H, W), got input "
                 f"of shape {received}{flat_image_hint(shape)}"
             )
         h, w = shape[-2:]
@@ -69,7 +69,7 @@ class _Pool2D(Layer):
         padded = (h + top + bottom, w + left + right)
         if padded[0] < self.pool_size[0] or padded[1] < self.pool_size[1]:
             raise ValueError(
-                f"{self._label()}: pool_size {self.pool_size} is larger than the padded input "
+                f"{self.label}: pool_size {self.pool_size} is larger than the padded input "
                 f"{padded[0]}×{padded[1]} (input of shape {received}, padding "
                 f"{self.padding!r}); use a smaller pool_size or padding='same'"
             )
@@ -243,12 +243,12 @@ class GlobalAveragePool2D(Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0],)
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         if len(shape) != 3:
             received = received_shape(shape, batch)
             hint = "; for one channel use x[:, None]" if len(shape) == 2 else flat_image_hint(shape)
             raise ValueError(
-                f"{self._label()} expected input of shape (N, C, H, W), got input of shape "
+                f"{self.label} expected input of shape (N, C, H, W), got input of shape "
                 f"{received}{hint}"
             )
 

@@ -112,19 +112,19 @@ class _Recurrent(Layer):
             return (input_shape[0], self.units)
         return (self.units,)
 
-    def _check_sample_shape(self, shape, batch=None):
+    def check_sample_shape(self, shape, batch=None):
         received = received_shape(shape, batch)
         if len(shape) != 2:
             hint = ""
             if len(shape) == 1:
                 hint = "; add a time axis: x.reshape(N, T, D), or x[:, :, None] for one feature"
             raise ValueError(
-                f"{self._label()} expected input of shape (N, T, features), got input of shape "
+                f"{self.label} expected input of shape (N, T, features), got input of shape "
                 f"{received}{hint}"
             )
         if self.built and shape[-1] != self.W_ih.value.shape[0]:
             raise ValueError(
-                f"{self._label()} expected {self.W_ih.value.shape[0]} features on the last "
+                f"{self.label} expected {self.W_ih.value.shape[0]} features on the last "
                 f"axis, got input of shape {received}"
             )
 
@@ -143,7 +143,7 @@ class _Recurrent(Layer):
         x = self._validate_input(x)
         self._given_state = self._check_initial_state(initial_state, x.shape[0])
         try:
-            return self._call(x, training)
+            return self.apply(x, training)
         finally:
             self._given_state = None
 
@@ -156,7 +156,7 @@ class _Recurrent(Layer):
         arrays = list(state) if len(self.STATES) > 1 else [state]
         if len(self.STATES) > 1 and (isinstance(state, np.ndarray) or len(arrays) != 2):
             raise TypeError(
-                f"{self._label()}: initial_state must be a pair (h0, c0) of arrays of shape "
+                f"{self.label}: initial_state must be a pair (h0, c0) of arrays of shape "
                 f"({n}, {self.units}), got {type(state).__name__}"
             )
         checked = []
@@ -164,15 +164,15 @@ class _Recurrent(Layer):
             a = np.asarray(a)
             if a.dtype != self.dtype:
                 raise TypeError(
-                    f"{self._label()}: initial state {label} must have the layer's dtype "
+                    f"{self.label}: initial state {label} must have the layer's dtype "
                     f"{self.dtype}, got {a.dtype}"
                 )
             if a.shape != (n, self.units):
                 raise ValueError(
-                    f"{self._label()}: initial state {label} must have shape ({n}, "
+                    f"{self.label}: initial state {label} must have shape ({n}, "
                     f"{self.units}) (batch, units), got {a.shape}"
                 )
-            check_finite(a, f"{self._label()} (initial state {label})")
+            check_finite(a, f"{self.label} (initial state {label})")
             checked.append(a)
         return tuple(checked)
 

@@ -130,11 +130,11 @@ class Explainer:
             {"class": int, "probabilities": (C,) float64, "logits": (C,) or None,
             "units_output": (M,) activations of the layer the unit view reads, or None}
         """
-        x = self.model._prepare_x(self._batch(image), "predict")
+        x = self.model.prepare_input(self._batch(image), "predict")
         units_output = None
         with self._lock:
             for k, layer in enumerate(self.model.layers):
-                x = layer._call(x, False)
+                x = layer.apply(x, False)
                 if k == self._unit_layer:
                     units_output = x[0]
         scores = x
