@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import chainrule
-from chainrule import cli, functional, load_model
+from chainrule import cli, functional, load_model, runs
 from chainrule.data import load_mnist, preprocess_digit
 from chainrule.data.datasets import SYSTEM_DATA_ROOT
 from chainrule.layers.activations import ReLU
@@ -309,7 +309,7 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, capsys):
               "--seed", "3", "--quiet"]
     assert cli.main(["train", *config, "--out", str(a)]) == 0
 
-    original = cli._RunCheckpoint.on_epoch_end
+    original = runs.EpochCheckpoint.on_epoch_end
 
     def interrupt_after_first_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
@@ -317,7 +317,7 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, capsys):
 
     capsys.readouterr()
     with monkeypatch.context() as m:
-        m.setattr(cli._RunCheckpoint, "on_epoch_end", interrupt_after_first_epoch)
+        m.setattr(runs.EpochCheckpoint, "on_epoch_end", interrupt_after_first_epoch)
         assert cli.main(["train", *config, "--out", str(b)]) == 130
     err = capsys.readouterr().err
     assert "--resume" in err and str(b) in err
@@ -352,7 +352,7 @@ def test_interrupt_before_the_first_checkpoint_does_not_offer_resume(tmp_path, m
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(cli._RunCheckpoint, "on_epoch_end", interrupt)
+        m.setattr(runs.EpochCheckpoint, "on_epoch_end", interrupt)
         assert cli.main(argv) == 130
     err = capsys.readouterr().err
     assert not (tmp_path / "r" / "checkpoint.npz").exists()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from chainrule import cli, load_model, report, serialization
+from chainrule import cli, load_model, report, runs, serialization
 from chainrule.model import Sequential
 from cli_helpers import run_cli, sha256, tiny_idx_dataset
 
@@ -76,14 +76,14 @@ def finished(tmp_path_factory, tiny):
 def unfinished(tmp_path_factory, tiny):
     """A run folder interrupted after epoch 1 of 2: config.json, checkpoint.npz, history."""
     run = tmp_path_factory.mktemp("unfinished") / "run"
-    original = cli._RunCheckpoint.on_epoch_end
+    original = runs.EpochCheckpoint.on_epoch_end
 
     def interrupt_after_first_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(cli._RunCheckpoint, "on_epoch_end", interrupt_after_first_epoch)
+        m.setattr(runs.EpochCheckpoint, "on_epoch_end", interrupt_after_first_epoch)
         status = cli.main(["train", *TINY_MLP, "--epochs", "2", "--dataset", str(tiny),
                            "--out", str(run)])
     assert status == 130

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import hashlib
-import io
 import json
 import os
 import platform
@@ -17,9 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layers, losses, models, optimizers, runs, schedules
-from .callbacks import Callback
 from .exercises.cli import add_commands as add_exercise_commands
-from .fileio import atomic_write
 from .model import Sequential
 from .runs import CHECKPOINT, CONFIG, MODEL, REPORT
 from .serialization import load_model
@@ -87,28 +82,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------- helpers
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
-
-
-def _write_history_csv(path: Path, history: dict) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    keys = list(history)
-    writer.writerow(["epoch", *keys])
-    for i in range(len(history[keys[0]]) if keys else 0):
-        writer.writerow([i + 1, *(repr(history[k][i]) for k in keys)])
-    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
-
-
 def _load_dataset(dataset: str, data_dir, progress: bool = True):
     from .data import dataset_files, load_idx_dataset
 
@@ -156,27 +129,6 @@ def _report(model, x, y, out=print) -> dict:
 
 
 # ---------------------------------------------------------------------- train
-class _RunCheckpoint(Callback):
-    """After every epoch: checkpoint (weights, optimizer, epoch, history) and history files."""
-
-    def __init__(self, run_dir: Path, past_history: dict):
-        self.run_dir = run_dir
-        self.past = past_history
-
-    def merged(self) -> dict:
-        merged = {k: list(v) for k, v in self.past.items()}
-        for k, v in self.model.history.history.items():
-            merged.setdefault(k, []).extend(v)
-        return merged
-
-    def on_epoch_end(self, epoch, logs=None):
-        history = self.merged()
-        self.model.save(self.run_dir / CHECKPOINT,
-                        metadata={"completed_epochs": epoch + 1, "history": history})
-        _write_json(self.run_dir / runs.HISTORY_JSON, history)
-        _write_history_csv(self.run_dir / runs.HISTORY_CSV, history)
-
-
 def _new_config(args, run_dir: Path) -> dict:
     """The settings of a new run from the command line (refusing a folder that holds a run)."""
     if (run_dir / CHECKPOINT).exists():
@@ -221,7 +173,7 @@ def _resume_config(run_dir: Path) -> dict:
         raise CLIError(
             f"--resume: {run_dir} has a {CHECKPOINT} but no {CONFIG} with the run's settings"
         )
-    return runs.check_config(runs.read_json(config_path), config_path)
+    return runs.read_config(run_dir)
 
 
 def _build_model(config: dict, input_shape, num_classes: int) -> Sequential:
@@ -306,10 +258,10 @@ def cmd_train(args) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.remove_stale_temporaries(run_dir)
     if not args.resume:
-        _write_json(run_dir / CONFIG, config)
+        runs.write_json(run_dir / CONFIG, config)
     if not args.quiet:
         model.summary()
-    checkpoint = _RunCheckpoint(run_dir, past)
+    checkpoint = runs.EpochCheckpoint(run_dir, past)
     started = time.perf_counter()
     try:
         # fit reports an overflowing loss itself, on one line: NumPy's warnings would add more.
@@ -354,27 +306,14 @@ def cmd_train(args) -> int:
     evaluation = _report(model, x_test, y_test, out=say)
     try:
         model.save(run_dir / MODEL)
-        _write_json(run_dir / runs.HISTORY_JSON, history)
-        _write_history_csv(run_dir / runs.HISTORY_CSV, history)
-        manifest = {
-            "argv": ["chainrule", *sys.argv[1:]],
-            "config": config,
-            "seed": config["seed"],
-            "versions": {"chainrule": __version__, "numpy": np.__version__,
-                         "python": platform.python_version()},
-            "platform": platform.platform(),
-            "data": {key: {"path": str(path), "sha256": _sha256(path)}
-                     for key, path in files.items()},
-            "samples": {"train": len(x_tr), "validation": n_val, "test": len(x_test)},
-            "train_seconds_this_session": round(train_seconds, 2),
-            "final": {
-                "test_loss": evaluation["result"]["loss"],
-                "test_accuracy": evaluation["result"]["accuracy"],
-                **{k: v[-1] for k, v in history.items()},
-            },
-            "model_sha256": _sha256(run_dir / MODEL),
-        }
-        _write_json(run_dir / runs.MANIFEST, manifest)
+        runs.write_history(run_dir, history)
+        runs.write_manifest(
+            run_dir, argv=["chainrule", *sys.argv[1:]], config=config, files=files,
+            samples={"train": len(x_tr), "validation": n_val, "test": len(x_test)},
+            train_seconds=train_seconds,
+            final={"test_loss": evaluation["result"]["loss"],
+                   "test_accuracy": evaluation["result"]["accuracy"],
+                   **{k: v[-1] for k, v in history.items()}})
     except OSError as exc:
         raise CLIError(
             f"could not save the finished run: {exc}; the checkpoint after epoch {epochs} is "
@@ -409,7 +348,7 @@ def cmd_report(args) -> int:
             f"{run_dir} holds no {MODEL} and {CONFIG}: pass a run folder written by "
             "chainrule train"
         )
-    runs.check_config(runs.read_json(run_dir / CONFIG), run_dir / CONFIG)
+    runs.read_config(run_dir)
     if args.out is None:
         runs.remove_stale_temporaries(run_dir, names=(REPORT,))
     print(write_report(run_dir, data_dir=args.data_dir, path=args.out))

@@ -11,7 +11,6 @@ raises an ImportError that says what to install.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as metrics_mod
+from . import runs
 from .layers import Conv2D, Dense, Sigmoid
 
 __all__ = [
@@ -109,13 +109,11 @@ def load_history(source) -> dict[str, list[float]]:
         return {str(k): [float(v) for v in vals] for k, vals in history.items()}
     if isinstance(source, str | Path):
         path = Path(source)
-        if path.is_dir():
-            path = path / "history.json"
-        if not path.is_file():
+        if not (path.is_file() or (path / runs.HISTORY_JSON).is_file()):
             raise FileNotFoundError(
                 f"no history.json at {path}; pass a run folder written by chainrule train"
             )
-        return load_history(json.loads(path.read_text()))
+        return load_history(runs.read_history(path))
     raise TypeError(
         "expected a History, a dict of per-epoch lists, or a run folder / history.json path, "
         f"got {type(source).__name__}"

@@ -25,8 +25,6 @@ from .fileio import atomic_write
 from .serialization import load_model
 from .version import __version__
 
-REPORT_FILE = "report.html"
-
 _CSS = """
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -72,30 +70,23 @@ def write_report(run_dir, test_data=None, data_dir=None, path=None) -> Path:
         ImportError: without matplotlib (``pip install "chainrule[plot]"``).
     """
     run_dir = Path(run_dir)
-    for name in ("model.npz", "config.json"):
+    for name in (runs.MODEL, runs.CONFIG):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(
                 f"{run_dir} has no {name}: pass a run folder written by chainrule train"
             )
     plot.matplotlib_modules()  # fail before the dataset is loaded when matplotlib is missing
-    config_path = run_dir / "config.json"
-    config = runs.read_json(config_path)
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
-    manifest_path = run_dir / "manifest.json"
-    manifest = (runs.check_manifest(runs.read_json(manifest_path), manifest_path)
-                if manifest_path.is_file() else {})
-    history_path = run_dir / "history.json"
-    history = (runs.check_history(runs.read_json(history_path), history_path)
-               if history_path.is_file() else {})
-    model = load_model(run_dir / "model.npz")
+    config = runs.read_config(run_dir, check=False)
+    manifest = runs.read_manifest(run_dir)
+    history = runs.read_history(run_dir)
+    model = load_model(run_dir / runs.MODEL)
     if test_data is None:
         source = data_dir if data_dir is not None else config.get("data_dir")
         _, test_data = load_idx_dataset(config.get("dataset", "mnist"), source, progress=False)
     x_test, y_test = test_data
     page = render_report(model, history, config, manifest, x_test, y_test,
                          title=f"chainrule run {run_dir.resolve().name}")
-    out = Path(path) if path is not None else run_dir / REPORT_FILE
+    out = Path(path) if path is not None else run_dir / runs.REPORT
     atomic_write(out, lambda f: f.write(page.encode("utf-8")))
     return out
 

@@ -1,9 +1,10 @@
-"""Run folders written by ``chainrule train``: their files, the settings in config.json, tidying.
+"""Run folders written by ``chainrule train``: their files, read and written here only.
 
 A run folder holds config.json (the run's settings, written before the first step), then
-checkpoint.npz after every epoch until the run finishes, then model.npz, history.json/.csv,
-manifest.json and report.html. Each file is written by ``serialization.atomic_write``, through a
-temporary ``.NAME.<8 hex>.tmp`` next to it that a killed process can leave behind.
+checkpoint.npz after every epoch until the run finishes (``EpochCheckpoint``), then model.npz,
+history.json/.csv, manifest.json and report.html. Each file is written by
+``fileio.atomic_write``, through a temporary ``.NAME.<8 hex>.tmp`` next to it that a killed
+process can leave behind (``remove_stale_temporaries`` tidies them).
 
 The settings' checks are written once here: ``chainrule train`` turns them into its option
 types and applies them to config.json when it resumes a run, ``chainrule report`` to the run
@@ -12,12 +13,21 @@ it reads; and a checkpoint is resumed only once it is shown to hold the run's mo
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import math
+import platform
 import re
 from pathlib import Path
 
+import numpy as np
+
+from .callbacks import Callback
+from .fileio import atomic_write
 from .models import PRESETS
+from .version import __version__
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.npz"
@@ -121,6 +131,128 @@ def read_json(path) -> object:
         raise ValueError(
             f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+
+
+def write_json(path, value) -> None:
+    """``value`` as indented JSON in ``path``, atomically."""
+    atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode()))
+
+
+def write_history(run_dir, history: dict) -> None:
+    """history.json and history.csv (one row per epoch, exact ``repr`` floats) in ``run_dir``."""
+    run_dir = Path(run_dir)
+    write_json(run_dir / HISTORY_JSON, history)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    keys = list(history)
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([i + 1, *(repr(history[k][i]) for k in keys)])
+    atomic_write(run_dir / HISTORY_CSV, lambda f: f.write(buf.getvalue().encode()))
+
+
+def sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir, *, argv, config: dict, files: dict, samples: dict,
+                   train_seconds: float, final: dict) -> dict:
+    """Write manifest.json: how to reproduce the run and what it gave. Returns it.
+
+    Args:
+        argv: the command line; config: the run's settings; files: role → data file path
+            (each recorded with its SHA-256); samples: split → count; train_seconds: training
+            time of this session; final: the final metrics. The SHA-256 of model.npz (which
+            must be written first) is recorded too.
+    """
+    run_dir = Path(run_dir)
+    manifest = {
+        "argv": list(argv),
+        "config": config,
+        "seed": config["seed"],
+        "versions": {"chainrule": __version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "platform": platform.platform(),
+        "data": {key: {"path": str(path), "sha256": sha256(path)} for key, path in files.items()},
+        "samples": samples,
+        "train_seconds_this_session": round(train_seconds, 2),
+        "final": final,
+        "model_sha256": sha256(run_dir / MODEL),
+    }
+    write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def read_config(run_dir, check: bool = True) -> dict:
+    """The run's config.json; with ``check``, every setting as ``check_config`` requires,
+    otherwise only a JSON object.
+
+    Raises:
+        FileNotFoundError: without config.json. ValueError: naming the file and setting.
+    """
+    path = Path(run_dir) / CONFIG
+    config = read_json(path)
+    if check:
+        return check_config(config, path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def read_history(run_dir) -> dict:
+    """The run's history.json (a run folder, or the file itself); {} for a folder without one.
+
+    Raises:
+        FileNotFoundError: for a path that is neither. ValueError: for a malformed file.
+    """
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / HISTORY_JSON
+        if not path.is_file():
+            return {}
+    return check_history(read_json(path), path)
+
+
+def read_manifest(run_dir) -> dict:
+    """The run's manifest.json, checked; {} when the folder has none.
+
+    Raises:
+        ValueError: for a malformed file, naming it.
+    """
+    path = Path(run_dir) / MANIFEST
+    return check_manifest(read_json(path), path) if path.is_file() else {}
+
+
+class EpochCheckpoint(Callback):
+    """After every epoch: checkpoint.npz (weights, optimizer, completed epochs, the history so
+    far) and history.json/.csv, so that a killed run resumes from its last epoch.
+
+    Args:
+        run_dir: the run folder.
+        past_history: the history of the epochs before this session (when resuming).
+    """
+
+    def __init__(self, run_dir, past_history: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.past = past_history or {}
+
+    def merged(self) -> dict:
+        """The whole run's history: the past epochs, then this session's."""
+        merged = {k: list(v) for k, v in self.past.items()}
+        for k, v in self.model.history.history.items():
+            merged.setdefault(k, []).extend(v)
+        return merged
+
+    def on_epoch_end(self, epoch, logs=None):
+        history = self.merged()
+        self.model.save(self.run_dir / CHECKPOINT,
+                        metadata={"completed_epochs": epoch + 1, "history": history})
+        write_history(self.run_dir, history)
 
 
 def check_config(config, path) -> dict:
