@@ -48,7 +48,7 @@ def test_softmax_regression_on_the_lecture_points_gives_a_minus_y():
 
 def test_an_mnist_mlp_names_every_factor_with_its_shape():
     rng = np.random.default_rng(0)
-    model = models.mlp(hidden=(256, 256), seed=0)
+    model = models.mlp(hidden=(256, 256), dropout=0.0, seed=0)
     report = cr.explain_backward(model, rng.random((8, 28, 28)), rng.integers(0, 10, 8))
     text = str(report)
     for line in ("dL/dW₃ = a₂ᵀ (256×8) · dL/dz₃ (8×10) → (256×10)",
@@ -144,7 +144,9 @@ def test_command_line_walks_the_lecture_example_and_mnist(tmp_path):
     assert "N · dL/dz₁ = a − Y (3×3)" in lecture.stdout and "[-0.6667" in lecture.stdout
     mnist = run("--model", "mlp", "--data", "mnist", "--samples", "8")
     assert mnist.returncode == 0, mnist.stderr
-    assert "dL/dW₃ = a₂ᵀ (256×8) · dL/dz₃ (8×10) → (256×10)" in mnist.stdout
+    # The preset has a Dropout after each hidden activation: a₂′ is a₂ with its mask.
+    assert "dL/dW₃ = a₂′ᵀ (256×8) · dL/dz₃ (8×10) → (256×10)" in mnist.stdout
+    assert "Dropout 'dropout_2'" in mnist.stdout
     missing = run("--model", "nothing.npz")
     assert missing.returncode == 1
     assert missing.stderr == "chainrule explain-backward: error: model file not found: " \

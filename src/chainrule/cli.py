@@ -13,17 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layers, losses, models, optimizers, runs, schedules
+from . import layers, losses, models, runs
 from .exercises.cli import add_commands as add_exercise_commands
 from .model import Sequential
 from .runs import CHECKPOINT, CONFIG, MODEL, REPORT
 from .serialization import load_model
 from .version import __version__
-
-DEFAULT_LR = {("softmax", "sgd"): 0.5, ("mlp", "sgd"): 0.1, ("cnn", "sgd"): 0.05,
-              ("softmax", None): 1e-2, ("mlp", None): 2e-3, ("cnn", None): 1e-3}
-DEFAULT_EPOCHS = {"softmax": 10, "mlp": 15, "cnn": 10}
-DEFAULT_DROPOUT = {"mlp": 0.2, "cnn": 0.3}
 
 
 class CLIError(Exception):
@@ -90,16 +85,6 @@ def _load_dataset(dataset: str, data_dir, progress: bool = True):
     return files, train, test
 
 
-def _make_optimizer(name: str, lr: float, total_steps: int, schedule: str):
-    rate = lr
-    if schedule == "cosine":
-        rate = schedules.CosineDecay(lr, T_max=total_steps, per="step")
-    if name == "sgd":
-        return optimizers.SGD(rate, momentum=0.9, nesterov=True)
-    cls = {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "rmsprop": optimizers.RMSprop}
-    return cls[name](rate)
-
-
 def _ensure_compiled(model) -> None:
     if model.loss is None:
         logits = not model.outputs_probabilities
@@ -139,13 +124,12 @@ def _new_config(args, run_dir: Path) -> dict:
     if (run_dir / MODEL).exists():
         raise CLIError(f"{run_dir} already holds a finished run ({MODEL}); choose another --out")
     optimizer = args.optimizer
-    lr = args.lr if args.lr is not None else DEFAULT_LR.get(
-        (args.model, "sgd" if optimizer == "sgd" else None), 1e-3)
+    lr = args.lr if args.lr is not None else models.default_lr(args.model, optimizer)
     return {
         "model": args.model,
         "dataset": args.dataset,
         "data_dir": None if args.data_dir is None else str(args.data_dir),
-        "epochs": args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.model],
+        "epochs": args.epochs if args.epochs is not None else models.DEFAULT_EPOCHS[args.model],
         "batch_size": args.batch_size,
         "optimizer": optimizer,
         "lr": lr,
@@ -155,7 +139,7 @@ def _new_config(args, run_dir: Path) -> dict:
         "hidden": list(args.hidden) if args.model == "mlp" else None,
         "augment": args.augment if args.model == "cnn" else None,
         "dropout": None if args.model == "softmax" else (
-            args.dropout if args.dropout is not None else DEFAULT_DROPOUT[args.model]),
+            args.dropout if args.dropout is not None else models.DEFAULT_DROPOUT[args.model]),
     }
 
 
@@ -174,16 +158,6 @@ def _resume_config(run_dir: Path) -> dict:
             f"--resume: {run_dir} has a {CHECKPOINT} but no {CONFIG} with the run's settings"
         )
     return runs.read_config(run_dir)
-
-
-def _build_model(config: dict, input_shape, num_classes: int) -> Sequential:
-    """The built preset that ``config`` describes (cmd_train compiles it for the run)."""
-    common = dict(num_classes=num_classes, input_shape=input_shape, seed=config["seed"])
-    if config["model"] == "softmax":
-        return models.softmax_regression(**common)
-    if config["model"] == "cnn":
-        return models.cnn(dropout=config["dropout"], augment=config["augment"], **common)
-    return models.mlp(hidden=config["hidden"], dropout=config["dropout"], **common)
 
 
 def _resume_checkpoint(run_dir: Path, config: dict, expected: Sequential):
@@ -241,12 +215,15 @@ def cmd_train(args) -> int:
     x_tr, y_tr = x_train[:len(x_train) - n_val], y_train[:len(y_train) - n_val]
     epochs = config["epochs"]
 
-    model = _build_model(config, x_train.shape[1:], num_classes)
+    model = models.build(config["model"], num_classes=num_classes,
+                         input_shape=x_train.shape[1:], seed=config["seed"],
+                         hidden=config["hidden"], dropout=config["dropout"],
+                         augment=config["augment"])
     # Also refuses a batch size the model cannot train on, before any folder is written.
     steps = model.steps_per_epoch(len(x_tr), config["batch_size"])
     model.compile(
-        optimizer=_make_optimizer(config["optimizer"], config["lr"], epochs * steps,
-                                  config["schedule"]),
+        optimizer=models.make_optimizer(config["optimizer"], config["lr"], epochs * steps,
+                                        config["schedule"]),
         loss=model.loss,
         metrics=["accuracy"],
     )
@@ -514,23 +491,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", help="train a model on MNIST (or another IDX dataset)")
     p.add_argument("--model", choices=models.PRESETS, default="mlp")
     data_args(p)
+    E, LR, D = models.DEFAULT_EPOCHS, models.DEFAULT_LR, models.DEFAULT_DROPOUT
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="default: 10 for softmax, 15 for mlp, 10 for cnn")
+                   help=f"default: {E['softmax']} for softmax, {E['mlp']} for mlp, {E['cnn']} "
+                   "for cnn")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=positive_number, default=None,
-                   help="initial learning rate (default: Adam 1e-2 softmax, 2e-3 mlp, 1e-3 cnn;"
-                   " SGD 0.5, 0.1, 0.05)")
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"), default="adam")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="initial learning rate (default: Adam "
+                   f"{LR['softmax']['adam']:g} softmax, {LR['mlp']['adam']:g} mlp, "
+                   f"{LR['cnn']['adam']:g} cnn; SGD {LR['softmax']['sgd']:g}, "
+                   f"{LR['mlp']['sgd']:g}, {LR['cnn']['sgd']:g})")
+    p.add_argument("--optimizer", choices=models.OPTIMIZERS, default="adam")
+    p.add_argument("--schedule", choices=models.SCHEDULES, default="cosine",
                    help="learning-rate schedule over the run (cosine decays to 0)")
-    p.add_argument("--hidden", type=hidden_sizes, default="256,256",
+    p.add_argument("--hidden", type=hidden_sizes,
+                   default=",".join(map(str, models.DEFAULT_HIDDEN)),
                    help=f"mlp hidden sizes, comma separated, each 1 … {runs.MAX_HIDDEN}")
     p.add_argument("--dropout", type=fraction, default=None,
-                   help="dropout rate in [0, 1): mlp after each hidden layer (default 0.2), cnn "
-                   "before the output layer (default 0.3)")
-    p.add_argument("--augment", type=non_negative_int, default=2, metavar="PIXELS",
+                   help=f"dropout rate in [0, 1): mlp after each hidden layer (default "
+                   f"{D['mlp']}), cnn before the output layer (default {D['cnn']})")
+    p.add_argument("--augment", type=non_negative_int, default=models.DEFAULT_AUGMENT,
+                   metavar="PIXELS",
                    help="cnn: shift training images randomly by up to this many pixels, less "
-                   "than half the image side (default 2; 0 turns augmentation off)")
+                   f"than half the image side (default {models.DEFAULT_AUGMENT}; 0 turns "
+                   "augmentation off)")
     p.add_argument("--validation-split", type=fraction, default=1 / 12,
                    help="fraction of the training set held out, in [0, 1) (default 1/12: 5,000 "
                    "images)")

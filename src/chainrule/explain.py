@@ -11,8 +11,9 @@ each layer in reverse order:
 
 Tensors are named as in the lecture: the input is x, a Dense or Conv2D layer's output z₁, z₂, …
 (numbered by weight layer), an activation's output a₁, a₂, … (the number of the weight layer
-before it), a Flatten's output keeps its input's name; every other layer's output is yᵢ (i =
-its position in the model).
+before it), a Flatten's output keeps its input's name and a Dropout's or RandomShift's adds a
+prime (a₁′: a₁ with its dropout mask); every other layer's output is yᵢ (i = its position in
+the model).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import numpy as np
 
 from . import losses as losses_mod
 from .layers import activations
+from .layers.augment import RandomShift
 from .layers.base import Layer
 from .layers.conv import Conv2D
 from .layers.dense import Dense
+from .layers.dropout import Dropout
 from .layers.normalization import BatchNorm
 from .layers.reshape import Flatten
 
@@ -196,6 +199,8 @@ def _symbols(layers: list[Layer]) -> list[tuple[str, str]]:
     for i, layer in enumerate(layers, start=1):
         if isinstance(layer, Flatten):
             name = current  # the same values, reshaped
+        elif isinstance(layer, Dropout | RandomShift):
+            name = current + "′"  # the same tensor, masked or moved in training
         elif isinstance(layer, Dense | Conv2D):
             k += 1
             name = f"z{_sub(k)}"

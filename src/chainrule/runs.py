@@ -26,7 +26,7 @@ import numpy as np
 
 from .callbacks import Callback
 from .fileio import atomic_write
-from .models import PRESETS
+from .models import OPTIMIZERS, PRESETS, SCHEDULES
 from .version import __version__
 
 CONFIG = "config.json"
@@ -38,8 +38,6 @@ MANIFEST = "manifest.json"
 REPORT = "report.html"
 RUN_FILES = (CONFIG, CHECKPOINT, MODEL, HISTORY_JSON, HISTORY_CSV, MANIFEST, REPORT)
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("cosine", "constant")
 # No MNIST-sized MLP needs wider layers: a larger size is a typo (100000000 would ask for 300 GB).
 MAX_HIDDEN = 16384
 
