@@ -14,7 +14,7 @@ with an unreachable download mirror, so that nothing can be fetched. Then:
 - no HTML attribute or stylesheet points at another host;
 - in Chromium, served from 127.0.0.1, every page loads with no console error and no request to
   any other host, the math is typeset by the site's own KaTeX (fonts included) and fits the
-  column, and every picture loads.
+  column, every picture loads, and the search finds pages (with their formulas typeset).
 """
 
 from __future__ import annotations
@@ -372,6 +372,16 @@ def test_every_page_in_chromium(site, served, tmp_path):
                     " i.naturalWidth])")
                 if path == "softmax-regression":
                     tab.screenshot(path=str(tmp_path / "softmax-regression.png"), full_page=True)
+            # The search runs in the page (its index is a file of the site), and the excerpts
+            # it shows have their formulas typeset too.
+            current[0] = "search"
+            tab.goto(f"{served}/", wait_until="load")
+            tab.keyboard.press("/")
+            tab.keyboard.type("Jacobian")
+            tab.wait_for_function("() => document.querySelectorAll("
+                                  "'.md-search-result__item .katex').length > 0", timeout=15_000)
+            results = tab.evaluate("() => document.querySelectorAll('.md-search-result__item')"
+                                   ".length")
         finally:
             browser.close()
 
@@ -383,6 +393,8 @@ def test_every_page_in_chromium(site, served, tmp_path):
     hosts = {urlparse(url).hostname for url in requests if not url.startswith(("data:", "blob:"))}
     assert hosts == {"127.0.0.1"}, f"requests to other hosts: {hosts - {'127.0.0.1'}}"
     assert any("/assets/katex/fonts/KaTeX_Main-Regular.woff2" in url for url in requests)
+    assert any(url.endswith("/search/search_index.json") for url in requests)
+    assert results >= 3
 
     # The lecture's derivation is typeset: display formulas, the Jacobian among them.
     lecture = math["softmax-regression"]

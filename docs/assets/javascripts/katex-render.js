@@ -32,6 +32,27 @@
     });
   }
 
+  // The search results quote the pages' text, TeX delimiters included: render what they quote
+  // (a formula cut off by the excerpt stays text).
+  function renderSearchResults() {
+    const list = document.querySelector(".md-search-result__list");
+    if (!list || typeof renderMathInElement === "undefined") {
+      return;
+    }
+    new MutationObserver(function () {
+      renderMathInElement(list, {
+        delimiters: [
+          { left: "\\[", right: "\\]", display: false },
+          { left: "\\(", right: "\\)", display: false },
+        ],
+        ignoredClasses: ["katex"],
+        throwOnError: false,
+      });
+    }).observe(list, { childList: true, subtree: true });
+  }
+
+  document.addEventListener("DOMContentLoaded", renderSearchResults);
+
   if (typeof document$ !== "undefined") {
     document$.subscribe(function () { render(document.body); });  // Material's page-load stream
   } else {
