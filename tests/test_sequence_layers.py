@@ -879,7 +879,7 @@ def test_residual_errors():
     with pytest.raises(ValueError, match="a layer named 'd' is already in the block"):
         layers.Residual([layers.Dense(2, name="d"), layers.Dense(2, name="d")])
     dense = layers.Dense(2)
-    with pytest.raises(ValueError, match="appears twice in the block"):
+    with pytest.raises(ValueError, match="layer .dense_1. is already in the block"):
         layers.Residual([dense, dense])
     # Built, it refuses another width before any inner layer runs (the first one here, a
     # Dropout, would take anything).

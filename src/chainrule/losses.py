@@ -152,9 +152,10 @@ class BinaryCrossEntropy(Loss):
     def _compute(self, pred, target):
         scale = self._scale(pred.size)
         if self.from_logits:
+            # log(1 − σ(z)) = log σ(−z): both terms from the overflow-free log_sigmoid.
             z = pred
-            value = scale * float(
-                np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
+            value = -scale * float(
+                np.sum(target * F.log_sigmoid(z) + (1.0 - target) * F.log_sigmoid(-z))
             )
 
             def backward():
@@ -207,15 +208,12 @@ class CategoricalCrossEntropy(Loss):
     def _compute(self, pred, target):
         scale = self._scale(pred.shape[0])
         if self.from_logits:
-            shifted = pred - np.max(pred, axis=-1, keepdims=True)
-            e = np.exp(shifted)
-            sum_e = np.sum(e, axis=-1, keepdims=True)
-            log_p = shifted - np.log(sum_e)
+            log_p = F.log_softmax(pred)
             value = -scale * float(np.sum(target * log_p))
 
             def backward():
                 # General soft targets: dL/dz = softmax(z) Σ_c t_c − t; one-hot rows sum to 1.
-                grad = e / sum_e
+                grad = F.softmax(pred)
                 grad *= np.sum(target, axis=-1, keepdims=True)
                 grad -= target
                 grad *= scale
@@ -339,14 +337,11 @@ class SparseCategoricalCrossEntropy(Loss):
             n = len(rows)
         scale = self._scale(n)
         if self.from_logits:
-            shifted = pred - np.max(pred, axis=-1, keepdims=True)
-            e = np.exp(shifted)
-            sum_e = np.sum(e, axis=-1)
-            log_p_true = shifted[rows, labels] - np.log(sum_e[rows])
-            value = -scale * float(np.sum(log_p_true))
+            log_p = F.log_softmax(pred)
+            value = -scale * float(np.sum(log_p[rows, labels]))
 
             def backward():
-                grad = e / sum_e[:, None]
+                grad = F.softmax(pred)
                 grad[rows, labels] -= 1.0
                 if ignored is not None:
                     grad[ignored] = 0.0

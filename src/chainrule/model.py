@@ -24,6 +24,7 @@ from .layers.base import (
     layer_spec,
     make_layer,
 )
+from .layers.stack import append_layer
 from .parameter import Parameter
 from .random_state import check_state_array, set_state
 from .serialization import MODELS, save_model
@@ -92,32 +93,9 @@ class Sequential:
             ValueError: if the layer is already in the model, its name is taken, or the model
                 is already built.
         """
-        if not isinstance(layer, Layer):
-            raise TypeError(
-                f"Sequential expects Layer instances, got {type(layer).__name__}: {layer!r}"
-            )
-        if any(layer is other for other in self.layers):
-            raise ValueError(f"layer {layer.name!r} is already in the model")
-        self._append(layer)
-        activation = getattr(layer, "activation", None)
-        if activation is not None:
-            # Dense(…, activation=a) is sugar: the activation becomes its own layer.
-            layer.activation = None
-            self._append(activations.get(activation)())
+        append_layer(self.layers, layer, "Sequential", "the model")
         if self.built:
             self._build_tail()
-
-    def _append(self, layer: Layer) -> None:
-        if layer.auto_named:
-            base = layer.name.rsplit("_", 1)[0] if layer.name[-1].isdigit() else layer.name
-            taken = {other.name for other in self.layers}
-            k = 1
-            while f"{base}_{k}" in taken:
-                k += 1
-            layer.name = f"{base}_{k}"
-        elif any(other.name == layer.name for other in self.layers):
-            raise ValueError(f"a layer named {layer.name!r} is already in the model")
-        self.layers.append(layer)
 
     def build(self, input_shape, seed: int | None = None) -> None:
         """Create every layer's weights for samples of shape ``input_shape`` (no batch axis).

@@ -165,9 +165,9 @@ class CausalSelfAttention(Layer):
         x, q, k, v, p, mask, o = self.cache
         n, t, e = x.shape
         scale = 1.0 / math.sqrt(e // self.heads)
-        g2 = grad_y.reshape(-1, e)
-        self.W_out.grad = o.reshape(-1, e).T @ g2
-        self.b_out.grad = np.sum(g2, axis=0)
+        g = grad_y.reshape(-1, e)
+        self.W_out.grad = o.reshape(-1, e).T @ g
+        self.b_out.grad = np.sum(g, axis=0)
         d_o = self._split(grad_y @ self.W_out.value.T)            # (N, H, T, d)
         p_used = p if mask is None else p * mask
         d_v = p_used.transpose(0, 1, 3, 2) @ d_o

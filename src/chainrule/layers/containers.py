@@ -6,6 +6,7 @@ import numpy as np
 
 from .arguments import received_shape
 from .base import Layer, layer_spec, make_layer
+from .stack import append_layer
 
 
 class Residual(Layer):
@@ -66,28 +67,7 @@ class Residual(Layer):
         self.seed = seed
         self.layers: list[Layer] = []
         for layer in block:
-            if any(layer is other for other in self.layers):
-                raise ValueError(f"Residual: layer {layer.name!r} appears twice in the block")
-            self._append(layer)
-            activation = getattr(layer, "activation", None)
-            if activation is not None:
-                from .activations import get as get_activation
-
-                layer.activation = None
-                self._append(get_activation(activation)())
-
-    def _append(self, layer: Layer) -> None:
-        """Add ``layer``, giving an unnamed one the first free name ``<type>_k`` (as Sequential)."""
-        taken = {other.name for other in self.layers}
-        if layer.auto_named:
-            base = layer.name.rsplit("_", 1)[0] if layer.name[-1].isdigit() else layer.name
-            k = 1
-            while f"{base}_{k}" in taken:
-                k += 1
-            layer.name = f"{base}_{k}"
-        elif layer.name in taken:
-            raise ValueError(f"Residual: a layer named {layer.name!r} is already in the block")
-        self.layers.append(layer)
+            append_layer(self.layers, layer, "Residual", "the block")
 
     # ------------------------------------------------------------------ random state
     @property

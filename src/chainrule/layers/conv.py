@@ -168,20 +168,20 @@ class Conv2D(Layer):
         return self.W.value.transpose(2, 3, 1, 0).reshape(kh * kw * c, f)
 
     def _forward(self, x, training):
-        x4 = x[:, None] if x.ndim == 3 else x
-        cols, padded_shape, (h_out, w_out) = self._im2col(x4)
-        n = x4.shape[0]
+        x_nchw = x[:, None] if x.ndim == 3 else x
+        cols, padded_shape, (h_out, w_out) = self._im2col(x_nchw)
+        n = x_nchw.shape[0]
         # One GEMM, computed as Zᵀ = W_matᵀ X_colᵀ (F, N·H′·W′): BLAS reads both transposes in
         # place, and Zᵀ's (F, N) → (N, F) reorder into NCHW moves whole H′·W′ images, in the
         # same pass that adds the bias.
         z = np.matmul(self._kernel_matrix().T, cols.T)
         z_nfp = z.reshape(self.filters, n, h_out * w_out).transpose(1, 0, 2)
         y = np.empty((n, self.filters, h_out, w_out), dtype=z.dtype)
-        y3 = y.reshape(n, self.filters, h_out * w_out)
+        y_flat = y.reshape(n, self.filters, h_out * w_out)
         if self.use_bias:
-            np.add(z_nfp, self.b.value[:, None], out=y3)
+            np.add(z_nfp, self.b.value[:, None], out=y_flat)
         else:
-            np.copyto(y3, z_nfp)
+            np.copyto(y_flat, z_nfp)
         if training:
             self.cache = (cols, x.shape, padded_shape)
         return y
@@ -213,14 +213,14 @@ class Conv2D(Layer):
         c, (kh, kw) = padded_shape[3], self.kernel_size
         # Gᵀ (F, N·H′·W′): the one copy of grad_y, whole H′·W′ images at a time. The products
         # below use Gᵀ and its transpose in place: dL/dW_matᵀ = Gᵀ X_col, dL/dX_col = G W_matᵀ.
-        GT = np.ascontiguousarray(grad_y.reshape(n, f, -1).transpose(1, 0, 2)).reshape(f, -1)
-        grad_W = (GT @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
+        G_T = np.ascontiguousarray(grad_y.reshape(n, f, -1).transpose(1, 0, 2)).reshape(f, -1)
+        grad_W = (G_T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
         self.W.grad = np.ascontiguousarray(grad_W)
         if self.use_bias:
-            self.b.grad = GT.sum(axis=1)
+            self.b.grad = G_T.sum(axis=1)
         if not need_input_grad:
             return None
-        grad_cols = np.matmul(GT.T, self._kernel_matrix().T)
+        grad_cols = np.matmul(G_T.T, self._kernel_matrix().T)
         grad_x = self._col2im(grad_cols, padded_shape, (n, h_out, w_out), x_shape[-2:])
         return grad_x.reshape(x_shape)
 

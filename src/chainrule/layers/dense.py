@@ -7,6 +7,7 @@ import numpy as np
 from .. import initializers
 from ..parameter import Parameter
 from ..validate import boolean, positive_int
+from . import activations
 from .base import Layer
 
 
@@ -49,9 +50,7 @@ class Dense(Layer):
         self.units = positive_int(units, "units", "Dense")
         self.activation = activation
         if activation is not None:
-            from .activations import get as get_activation
-
-            get_activation(activation, "Dense: activation")
+            activations.get(activation, "Dense: activation")
         self.use_bias = boolean(use_bias, "use_bias", "Dense")
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
@@ -113,12 +112,12 @@ class Dense(Layer):
     def _backward(self, grad_y, need_input_grad):
         x = self.cache
         W = self.W.value
-        g2 = grad_y.reshape(-1, self.units)
+        g = grad_y.reshape(-1, self.units)
         # The gradient arrays are written in place after the first step: same values as a
         # fresh assignment, without allocating two parameter-sized arrays per step.
-        self.W.grad = np.matmul(x.reshape(-1, W.shape[0]).T, g2, out=_buffer(self.W))
+        self.W.grad = np.matmul(x.reshape(-1, W.shape[0]).T, g, out=_buffer(self.W))
         if self.use_bias:
-            self.b.grad = np.sum(g2, axis=0, out=_buffer(self.b))
+            self.b.grad = np.sum(g, axis=0, out=_buffer(self.b))
         if not need_input_grad:
             return None
         return grad_y @ W.T

@@ -167,9 +167,9 @@ class BatchNorm(Layer):
 
     def _backward(self, grad_y, need_input_grad):
         x_hat, inv_std = self.cache
-        g3, x3 = _per_channel(grad_y), _per_channel(x_hat)
-        sum_g = np.einsum("ncp->c", g3)
-        sum_g_xhat = np.einsum("ncp,ncp->c", g3, x3)
+        g_channels, x_hat_channels = _per_channel(grad_y), _per_channel(x_hat)
+        sum_g = np.einsum("ncp->c", g_channels)
+        sum_g_xhat = np.einsum("ncp,ncp->c", g_channels, x_hat_channels)
         self.gamma.grad = sum_g_xhat
         self.beta.grad = sum_g
         if not need_input_grad:
@@ -282,10 +282,10 @@ class LayerNorm(Layer):
     def _backward(self, grad_y, need_input_grad):
         x_hat, inv_std = self.cache
         features = x_hat.shape[-1]
-        g2 = grad_y.reshape(-1, features)
+        g_rows = grad_y.reshape(-1, features)
         x2 = x_hat.reshape(-1, features)
-        self.gamma.grad = np.einsum("rd,rd->d", g2, x2)
-        self.beta.grad = np.sum(g2, axis=0)
+        self.gamma.grad = np.einsum("rd,rd->d", g_rows, x2)
+        self.beta.grad = np.sum(g_rows, axis=0)
         if not need_input_grad:
             return None
         d = float(features)

@@ -74,14 +74,15 @@ class _Pool2D(Layer):
                 f"{self.padding!r}); use a smaller pool_size or padding='same'"
             )
 
-    def _padded(self, x4: np.ndarray) -> np.ndarray:
-        """x4 (N, C, H, W) with its padding (x4 itself when there is none)."""
-        n, c, h, w = x4.shape
+    def _padded(self, x_nchw: np.ndarray) -> np.ndarray:
+        """x_nchw (N, C, H, W) with its padding (x_nchw itself when there is none)."""
+        n, c, h, w = x_nchw.shape
         (top, bottom), (left, right) = self._pads(h, w)
         if not (top or bottom or left or right):
-            return x4
-        xp = np.full((n, c, h + top + bottom, w + left + right), self._pad_value, dtype=x4.dtype)
-        xp[:, :, top:top + h, left:left + w] = x4
+            return x_nchw
+        xp = np.full((n, c, h + top + bottom, w + left + right), self._pad_value,
+                     dtype=x_nchw.dtype)
+        xp[:, :, top:top + h, left:left + w] = x_nchw
         return xp
 
     def _offsets_first(self, xp: np.ndarray) -> np.ndarray:
@@ -98,7 +99,7 @@ class _Pool2D(Layer):
         stacked = np.ascontiguousarray(windows.transpose(4, 5, 0, 1, 2, 3))
         return stacked.reshape(-1, *windows.shape[:4])
 
-    def _scatter(self, grad_y4, x_shape, select) -> np.ndarray:
+    def _scatter(self, grad_nchw, x_shape, select) -> np.ndarray:
         """dL/dx (shape x_shape) from per-window-offset contributions, padding cropped.
 
         The loop runs over the kh·kw window offsets only (4 for a 2×2 pool, 9 for 3×3), each
@@ -111,8 +112,8 @@ class _Pool2D(Layer):
         n, c, h, w = x_shape
         (top, bottom), (left, right) = self._pads(h, w)
         (kh, kw), (sh, sw) = self.pool_size, self.strides
-        h_out, w_out = grad_y4.shape[2:]
-        grad_xp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_y4.dtype)
+        h_out, w_out = grad_nchw.shape[2:]
+        grad_xp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_nchw.dtype)
         for u in range(kh):
             rows = slice(u, u + sh * (h_out - 1) + 1, sh)
             for v in range(kw):
@@ -166,8 +167,8 @@ class MaxPool2D(_Pool2D):
     _pad_value = -math.inf
 
     def _forward(self, x, training):
-        x4 = x[:, None] if x.ndim == 3 else x
-        stacked = self._offsets_first(self._padded(x4))
+        x_nchw = x[:, None] if x.ndim == 3 else x
+        stacked = self._offsets_first(self._padded(x_nchw))
         y = stacked.max(axis=0)
         if training:
             # The argmax is the first offset holding the maximum. Offset k gets rank K − k
@@ -176,15 +177,15 @@ class MaxPool2D(_Pool2D):
             K = len(stacked)
             rank = np.arange(K, 0, -1, dtype=np.min_scalar_type(K)).reshape(K, 1, 1, 1, 1)
             argmax = K - ((stacked == y) * rank).max(axis=0)
-            self.cache = (argmax, x4.shape)
+            self.cache = (argmax, x_nchw.shape)
         return y[:, 0] if x.ndim == 3 else y
 
     def _backward(self, grad_y, need_input_grad):
         if not need_input_grad:
             return None
         argmax, x_shape = self.cache
-        grad_y4 = grad_y[:, None] if grad_y.ndim == 3 else grad_y
-        grad_x = self._scatter(grad_y4, x_shape, lambda k: grad_y4 * (argmax == k))
+        grad_nchw = grad_y[:, None] if grad_y.ndim == 3 else grad_y
+        grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (argmax == k))
         return grad_x[:, 0] if grad_y.ndim == 3 else grad_x
 
 
@@ -212,19 +213,19 @@ class AvgPool2D(_Pool2D):
     """
 
     def _forward(self, x, training):
-        x4 = x[:, None] if x.ndim == 3 else x
-        stacked = self._offsets_first(self._padded(x4))
+        x_nchw = x[:, None] if x.ndim == 3 else x
+        stacked = self._offsets_first(self._padded(x_nchw))
         y = stacked.sum(axis=0) / float(len(stacked))
         if training:
-            self.cache = x4.shape
+            self.cache = x_nchw.shape
         return y[:, 0] if x.ndim == 3 else y
 
     def _backward(self, grad_y, need_input_grad):
         if not need_input_grad:
             return None
-        grad_y4 = grad_y[:, None] if grad_y.ndim == 3 else grad_y
-        share = grad_y4 / float(self.pool_size[0] * self.pool_size[1])
-        grad_x = self._scatter(grad_y4, self.cache, lambda k: share)
+        grad_nchw = grad_y[:, None] if grad_y.ndim == 3 else grad_y
+        share = grad_nchw / float(self.pool_size[0] * self.pool_size[1])
+        grad_x = self._scatter(grad_nchw, self.cache, lambda k: share)
         return grad_x[:, 0] if grad_y.ndim == 3 else grad_x
 
 
