@@ -68,9 +68,8 @@ def zeros(shape, rng=None, dtype=np.float32) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
-INITIALIZERS = Registry("initializer")
-for _init in (he_normal, he_uniform, glorot_uniform, glorot_normal, normal, zeros):
-    INITIALIZERS.register(_init)
+INITIALIZERS = Registry("initializer", entries=[he_normal, he_uniform, glorot_uniform,
+                                                glorot_normal, normal, zeros])
 
 
 def get(name: str, what: str | None = None):

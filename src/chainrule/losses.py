@@ -365,14 +365,15 @@ class SparseCategoricalCrossEntropy(Loss):
                 "ignore_index": self.ignore_index}
 
 
-LOSSES = Registry("loss", expected="pass a Loss instance or one of")
-LOSS_CLASSES = Registry("loss class", expected="known:")
-for _name, _cls in (("mse", MeanSquaredError), ("mean_squared_error", MeanSquaredError),
-                    ("binary_crossentropy", BinaryCrossEntropy),
-                    ("categorical_crossentropy", CategoricalCrossEntropy),
-                    ("sparse_categorical_crossentropy", SparseCategoricalCrossEntropy)):
-    LOSSES.register(_cls, _name)
-    LOSS_CLASSES.register(_cls)
+LOSSES = Registry("loss", expected="pass a Loss instance or one of", entries={
+    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "categorical_crossentropy": CategoricalCrossEntropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossEntropy,
+})
+LOSS_CLASSES = Registry("loss class", expected="known:", entries=[
+    MeanSquaredError, BinaryCrossEntropy, CategoricalCrossEntropy, SparseCategoricalCrossEntropy,
+])
 
 
 def get(identifier) -> Loss:

@@ -282,49 +282,23 @@ def precision_recall_f1(
     return _nanaverage(prec, weights), _nanaverage(rec, weights), _nanaverage(f1, weights), total
 
 
-def precision(
-    y_true,
-    y_pred,
-    average: str | None = "macro",
-    num_classes: int | None = None,
-    zero_division: float = 0.0,
-):
-    """Precision TP / (TP + FP); see ``precision_recall_f1`` for arguments and errors.
+def _one_of_the_scores(which: int, name: str, formula: str):
+    """precision, recall or f1_score: entry ``which`` of ``precision_recall_f1``."""
 
-    Returns:
-        A float, or a float64 array of shape (C,) when ``average=None``.
-    """
-    return precision_recall_f1(y_true, y_pred, average, num_classes, zero_division)[0]
+    def score(y_true, y_pred, average: str | None = "macro", num_classes: int | None = None,
+              zero_division: float = 0.0):
+        return precision_recall_f1(y_true, y_pred, average, num_classes, zero_division)[which]
 
-
-def recall(
-    y_true,
-    y_pred,
-    average: str | None = "macro",
-    num_classes: int | None = None,
-    zero_division: float = 0.0,
-):
-    """Recall TP / (TP + FN); see ``precision_recall_f1`` for arguments and errors.
-
-    Returns:
-        A float, or a float64 array of shape (C,) when ``average=None``.
-    """
-    return precision_recall_f1(y_true, y_pred, average, num_classes, zero_division)[1]
+    score.__name__ = score.__qualname__ = name
+    score.__doc__ = (f"{formula}; see ``precision_recall_f1`` for arguments and errors.\n\n"
+                     "    Returns:\n        A float, or a float64 array of shape (C,) when "
+                     "``average=None``.\n    ")
+    return score
 
 
-def f1_score(
-    y_true,
-    y_pred,
-    average: str | None = "macro",
-    num_classes: int | None = None,
-    zero_division: float = 0.0,
-):
-    """F1 = 2·TP / (2·TP + FP + FN); see ``precision_recall_f1`` for arguments and errors.
-
-    Returns:
-        A float, or a float64 array of shape (C,) when ``average=None``.
-    """
-    return precision_recall_f1(y_true, y_pred, average, num_classes, zero_division)[2]
+precision = _one_of_the_scores(0, "precision", "Precision TP / (TP + FP)")
+recall = _one_of_the_scores(1, "recall", "Recall TP / (TP + FN)")
+f1_score = _one_of_the_scores(2, "f1_score", "F1 = 2·TP / (2·TP + FP + FN)")
 
 
 def log_loss(y_true, probs, eps: float = 1e-15) -> float:

@@ -197,12 +197,18 @@ class Optimizer:
     def _update(self, value, grad, state, tmp, lr) -> None:
         raise NotImplementedError
 
+    #: The constructor arguments a subclass adds to ``get_config``, read from its attributes.
+    CONFIG: tuple[str, ...] = ()
+
     def get_config(self) -> dict:
+        """JSON-able constructor arguments: lr (a number, or a schedule's class and config),
+        weight_decay, and the subclass's ``CONFIG`` attributes."""
         if isinstance(self.lr, schedules.Schedule):
             lr = {"schedule": type(self.lr).__name__, "config": self.lr.get_config()}
         else:
             lr = self.lr
-        return {"lr": lr, "weight_decay": self.weight_decay}
+        return {"lr": lr, "weight_decay": self.weight_decay,
+                **{key: getattr(self, key) for key in self.CONFIG}}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -224,6 +230,8 @@ class SGD(Optimizer):
         dampening: damping of the new gradient in v.
         weight_decay: λ.
     """
+
+    CONFIG = ("momentum", "nesterov", "dampening")
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, dampening=0.0, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -258,13 +266,6 @@ class SGD(Optimizer):
         np.multiply(g, lr, out=tmp)
         value -= tmp
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "momentum": self.momentum,
-            "nesterov": self.nesterov,
-            "dampening": self.dampening,
-        }
 
 
 class Adam(Optimizer):
@@ -285,6 +286,8 @@ class Adam(Optimizer):
         eps: ε.
         weight_decay: λ, added to the gradient (L2); see AdamW for decoupled decay.
     """
+
+    CONFIG = ("beta1", "beta2", "eps")
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -322,8 +325,6 @@ class Adam(Optimizer):
         tmp *= lr * sqrt_c2 / (1.0 - self.beta1**t)
         value -= tmp
 
-    def get_config(self):
-        return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
 
 class AdamW(Adam):
@@ -357,6 +358,8 @@ class RMSprop(Optimizer):
     Args:
         lr: learning rate (default 0.01), alpha: α, eps: ε, momentum: μ, centered, weight_decay: λ.
     """
+
+    CONFIG = ("alpha", "eps", "momentum", "centered")
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                  weight_decay=0.0):
@@ -411,21 +414,11 @@ class RMSprop(Optimizer):
             tmp *= lr
         value -= tmp
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "alpha": self.alpha,
-            "eps": self.eps,
-            "momentum": self.momentum,
-            "centered": self.centered,
-        }
 
 
-OPTIMIZERS = Registry("optimizer", expected="pass an Optimizer or one of")
-OPTIMIZER_CLASSES = Registry("optimizer", expected="known:")
-for _cls in (SGD, Adam, AdamW, RMSprop):
-    OPTIMIZERS.register(_cls, _cls.__name__.lower())
-    OPTIMIZER_CLASSES.register(_cls)
+OPTIMIZER_CLASSES = Registry("optimizer", expected="known:", entries=[SGD, Adam, AdamW, RMSprop])
+OPTIMIZERS = Registry("optimizer", expected="pass an Optimizer or one of",
+                      entries={"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop})
 
 
 def get(identifier) -> Optimizer:

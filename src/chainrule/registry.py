@@ -27,12 +27,16 @@ class Registry:
     Args:
         kind: what the names name ("layer class", "loss", …), for messages.
         expected: the words before the list of known names in an "unknown" message.
+        entries: registered at once: a dict name → class, or classes (under their names).
     """
 
-    def __init__(self, kind: str, expected: str = "expected one of"):
+    def __init__(self, kind: str, expected: str = "expected one of", entries=()):
         self.kind = kind
         self.expected = expected
         self._classes: dict[str, type] = {}
+        pairs = entries.items() if isinstance(entries, dict) else ((None, c) for c in entries)
+        for name, cls in pairs:
+            self.register(cls, name)
 
     def register(self, cls: type, name: str | None = None) -> type:
         """Register ``cls`` under ``name`` (default: its class name); returns ``cls``.

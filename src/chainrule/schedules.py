@@ -85,9 +85,8 @@ class CosineDecay(Schedule):
         return {**super().get_config(), "T_max": self.T_max, "eta_min": self.eta_min}
 
 
-SCHEDULES = Registry("schedule", expected="known:")
-for _cls in (StepDecay, ExponentialDecay, CosineDecay):
-    SCHEDULES.register(_cls)
+SCHEDULES = Registry("schedule", expected="known:",
+                     entries=[StepDecay, ExponentialDecay, CosineDecay])
 
 
 def from_config(class_name: str, config: dict) -> Schedule:

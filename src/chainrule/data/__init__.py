@@ -1,65 +1,12 @@
-"""Data: IDX files, dataset lookup and download, toy datasets, preprocessing."""
+"""Data: IDX files, dataset lookup and download, toy datasets, preprocessing.
 
-from .datasets import (
-    DATA_ENV,
-    DATASETS,
-    DatasetInfo,
-    DatasetNotFoundError,
-    DownloadError,
-    check_splits,
-    dataset_files,
-    download,
-    find_dataset,
-    is_known_dataset,
-    load_idx_dataset,
-    load_mnist,
-    resolve_data_env,
-    search_paths,
-)
-from .idx import IDXError, read_idx, read_idx_images, read_idx_labels, write_idx
-from .preprocess import (
-    MAX_IMAGE_PIXELS,
-    ImageTooLargeError,
-    MinMaxScaler,
-    StandardScaler,
-    check_image_size,
-    one_hot,
-    open_image,
-    preprocess_digit,
-    train_test_split,
-)
-from .toy import make_blobs, make_spirals, make_xor
+Everything each submodule lists in its ``__all__`` is available here.
+"""
 
-__all__ = [
-    "DATA_ENV",
-    "DATASETS",
-    "DatasetInfo",
-    "DatasetNotFoundError",
-    "DownloadError",
-    "IDXError",
-    "ImageTooLargeError",
-    "MAX_IMAGE_PIXELS",
-    "MinMaxScaler",
-    "StandardScaler",
-    "check_image_size",
-    "check_splits",
-    "dataset_files",
-    "download",
-    "find_dataset",
-    "is_known_dataset",
-    "load_idx_dataset",
-    "load_mnist",
-    "make_blobs",
-    "make_spirals",
-    "make_xor",
-    "one_hot",
-    "open_image",
-    "preprocess_digit",
-    "read_idx",
-    "read_idx_images",
-    "read_idx_labels",
-    "resolve_data_env",
-    "search_paths",
-    "train_test_split",
-    "write_idx",
-]
+from . import datasets, idx, preprocess, toy
+from .datasets import *  # noqa: F403
+from .idx import *  # noqa: F403
+from .preprocess import *  # noqa: F403
+from .toy import *  # noqa: F403
+
+__all__ = [*datasets.__all__, *idx.__all__, *preprocess.__all__, *toy.__all__]

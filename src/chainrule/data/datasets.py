@@ -649,25 +649,13 @@ def load_mnist(
     data_dir: str | os.PathLike | None = None,
     normalize: bool = True,
     flatten: bool = False,
-    *,
-    mirrors: str | Iterable[str] | None = None,
-    download: bool = True,
-    progress: bool = True,
-    timeout: float = 30.0,
+    **options,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Load MNIST: `load_idx_dataset('mnist', data_dir, normalize, flatten, ...)`.
+    """Load MNIST: `load_idx_dataset('mnist', data_dir, normalize, flatten, **options)`
+    (options: mirrors, download, progress, timeout).
 
     Returns:
         ((x_train (60000, 28, 28), y_train (60000,)), (x_test (10000, 28, 28), y_test
         (10000,))); with flatten=True the images are (N, 784).
     """
-    return load_idx_dataset(
-        "mnist",
-        data_dir,
-        normalize,
-        flatten,
-        mirrors=mirrors,
-        download=download,
-        progress=progress,
-        timeout=timeout,
-    )
+    return load_idx_dataset("mnist", data_dir, normalize, flatten, **options)

@@ -93,11 +93,7 @@ def _show(args) -> int:
 
 
 def _template(args) -> int:
-    try:
-        print(get(args.name).template(), end="")
-    except UnknownExercise as exc:
-        return _error(args, exc)
-    return 0
+    return _print_source(args, lambda exercise: exercise.template())
 
 
 def _check(args) -> int:
@@ -126,8 +122,13 @@ def _hint(args) -> int:
 
 
 def _solution(args) -> int:
+    return _print_source(args, lambda exercise: exercise.solution())
+
+
+def _print_source(args, source) -> int:
+    """Print ``source(exercise)``: the template or the solution."""
     try:
-        print(get(args.name).solution(), end="")
+        print(source(get(args.name)), end="")
     except UnknownExercise as exc:
         return _error(args, exc)
     return 0

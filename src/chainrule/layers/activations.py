@@ -68,42 +68,53 @@ class LeakyReLU(Layer):
         return {**super().get_config(), "alpha": self.alpha}
 
 
-class Sigmoid(Layer):
+class _CachesOutput(Layer):
+    """An activation whose derivative is written in its output y = f(z) (σ′ = y(1 − y),
+    tanh′ = 1 − y², the softmax Jacobian diag(s) − s sᵀ): the forward caches y, the backward
+    reads it."""
+
+    def _function(self, x):
+        raise NotImplementedError
+
+    def _backward_from_output(self, grad_y, y):
+        raise NotImplementedError
+
+    def _forward(self, x, training):
+        y = self._function(x)
+        if training:
+            self.cache = y
+        return y
+
+    def _backward(self, grad_y, need_input_grad):
+        if not need_input_grad:
+            return None
+        return self._backward_from_output(grad_y, self.cache)
+
+
+class Sigmoid(_CachesOutput):
     """y = σ(z) = 1 / (1 + e^(−z)), computed without overflow for |z| up to 1e4.
 
     Backward: dσ/dz = σ(z)(1 − σ(z)), so dL/dz = g · y · (1 − y). Cache: the output y.
     """
 
-    def _forward(self, x, training):
-        y = F.sigmoid(x)
-        if training:
-            self.cache = y
-        return y
+    def _function(self, x):
+        return F.sigmoid(x)
 
-    def _backward(self, grad_y, need_input_grad):
-        if not need_input_grad:
-            return None
-        y = self.cache
-        return grad_y * y * (1.0 - y)
+    def _backward_from_output(self, grad_y, y):
+        return grad_y * (y * (1.0 - y))
 
 
-class Tanh(Layer):
+class Tanh(_CachesOutput):
     """y = tanh(z).  Backward: dL/dz = g · (1 − y²). Cache: the output y."""
 
-    def _forward(self, x, training):
-        y = np.tanh(x)
-        if training:
-            self.cache = y
-        return y
+    def _function(self, x):
+        return np.tanh(x)
 
-    def _backward(self, grad_y, need_input_grad):
-        if not need_input_grad:
-            return None
-        y = self.cache
+    def _backward_from_output(self, grad_y, y):
         return grad_y * (1.0 - y * y)
 
 
-class Softmax(Layer):
+class Softmax(_CachesOutput):
     """Softmax over the last axis: s_i = exp(z_i − m) / Σ_j exp(z_j − m), m = max_j z_j.
 
     Backward: the softmax Jacobian is ∂s_i/∂z_j = s_i (δ_ij − s_j) = diag(s) − s sᵀ. Applied to
@@ -114,16 +125,10 @@ class Softmax(Layer):
     one row-wise dot product per sample, no (N, C, C) array. Cache: the output s.
     """
 
-    def _forward(self, x, training):
-        s = F.softmax(x, axis=-1)
-        if training:
-            self.cache = s
-        return s
+    def _function(self, x):
+        return F.softmax(x, axis=-1)
 
-    def _backward(self, grad_y, need_input_grad):
-        if not need_input_grad:
-            return None
-        s = self.cache
+    def _backward_from_output(self, grad_y, s):
         return s * (grad_y - np.sum(grad_y * s, axis=-1, keepdims=True))
 
 
@@ -203,11 +208,10 @@ class GELU(Layer):
 #: The element-wise activations: y = f(x) entry by entry, dL/dx = g ⊙ f′(x).
 ELEMENTWISE = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, GELU)
 
-ACTIVATIONS = Registry("activation")
-for _name, _cls in (("linear", Identity), ("identity", Identity), ("relu", ReLU),
-                    ("leaky_relu", LeakyReLU), ("sigmoid", Sigmoid), ("tanh", Tanh),
-                    ("softmax", Softmax), ("gelu", GELU)):
-    ACTIVATIONS.register(_cls, _name)
+ACTIVATIONS = Registry("activation", entries={
+    "linear": Identity, "identity": Identity, "relu": ReLU, "leaky_relu": LeakyReLU,
+    "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax, "gelu": GELU,
+})
 
 
 def get(name: str, what: str | None = None) -> type[Layer]:

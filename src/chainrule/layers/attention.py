@@ -9,7 +9,7 @@ import numpy as np
 from .. import initializers
 from ..parameter import Parameter
 from .arguments import is_int, received_shape
-from .base import Layer
+from .base import Layer, new_generator
 
 
 class CausalSelfAttention(Layer):
@@ -107,11 +107,9 @@ class CausalSelfAttention(Layer):
                 f"divisible by heads = {self.heads}; choose a width that is a multiple of the "
                 "number of heads"
             )
-        if self.built and width != self.W_out.value.shape[0]:
-            raise ValueError(
-                f"{self.label} expected {self.W_out.value.shape[0]} features on the last "
-                f"axis, got input of shape {received}"
-            )
+        if self.built:
+            self.check_size(shape, -1, self.W_out.value.shape[0], "features on the last axis",
+                            received)
 
     def _build(self, input_shape, rng):
         e = input_shape[-1]
@@ -122,8 +120,7 @@ class CausalSelfAttention(Layer):
         self.b_out = Parameter(np.zeros(e, dtype=self.dtype), "b_out")
         self._params = [self.W_qkv, self.b_qkv, self.W_out, self.b_out]
         if self.dropout > 0.0:
-            seed = self.seed if self.seed is not None else int(rng.integers(2**63))
-            self.rng = np.random.default_rng(seed)
+            self.rng = new_generator(self.seed, rng)
 
     def _split(self, a: np.ndarray) -> np.ndarray:
         """(N, T, E) → (N, H, T, d): head h holds columns h·d … (h + 1)·d − 1."""

@@ -6,12 +6,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..validate import non_negative_int
-from ..validate import seed as seed_arg
 from .arguments import received_shape
-from .base import Layer
+from .base import RandomLayer
 
 
-class RandomShift(Layer):
+class RandomShift(RandomLayer):
     """Shift each training image by a random whole number of pixels, filling with zeros.
 
     Forward (training): y[n, …, i, j] = x[n, …, i − δᵢ(n), j − δⱼ(n)] (0 outside the image),
@@ -34,17 +33,8 @@ class RandomShift(Layer):
     """
 
     def __init__(self, max_shift: int = 2, seed: int | None = None, name=None, input_shape=None):
-        super().__init__(name=name, input_shape=input_shape)
+        super().__init__(seed=seed, name=name, input_shape=input_shape)
         self.max_shift = non_negative_int(max_shift, "max_shift", "RandomShift")
-        self.seed = seed_arg(seed, "seed", "RandomShift")
-        self.rng: np.random.Generator | None = None
-
-    def param_shapes(self, input_shape):
-        return {}
-
-    def _build(self, input_shape, rng):
-        seed = self.seed if self.seed is not None else int(rng.integers(2**63))
-        self.rng = np.random.default_rng(seed)
 
     def check_sample_shape(self, shape, batch=None):
         if len(shape) not in (2, 3):

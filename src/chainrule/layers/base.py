@@ -23,6 +23,7 @@ from ..parameter import Parameter
 from ..random_state import state_array
 from ..registry import Registry, is_builtin
 from ..validate import construct, is_int
+from ..validate import seed as seed_arg
 
 #: chainrule's own layer classes by name (a user's subclass is never registered by itself).
 LAYERS = Registry("layer class")
@@ -144,6 +145,18 @@ class Layer:
         Run on every input, by ``forward`` and, for a model's first layer, by Sequential at
         its boundary (which calls ``apply`` directly); finiteness is checked separately.
         """
+
+    def check_size(self, shape: tuple[int, ...], axis: int, expected: int, what: str,
+                   received: str) -> None:
+        """Raise ValueError unless a sample of ``shape`` has ``expected`` entries on ``axis``
+        (``what`` names them: "features on the last axis", "channels on axis 1").
+
+        ``received`` is the batch shape as the message shows it (``arguments.received_shape``).
+        """
+        if shape[axis] != expected:
+            raise ValueError(
+                f"{self.label} expected {expected} {what}, got input of shape {received}"
+            )
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, training: bool = False) -> np.ndarray:
@@ -325,6 +338,34 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args}{', ' if args else ''}name={self.name!r})"
+
+
+class RandomLayer(Layer):
+    """Base of the layers that draw random numbers in training (Dropout's masks, RandomShift's
+    offsets) from a Generator of their own, ``rng``: seeded by ``seed``, or, when that is None,
+    from the Generator that builds the model, so that a model's seed makes training
+    reproducible either way. Its state is part of ``state_entries`` ("rng").
+
+    Args:
+        seed: seed of the layer's Generator (None: derived from the model's).
+    """
+
+    def __init__(self, seed: int | None = None, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self.seed = seed_arg(seed, "seed", type(self).__name__)
+        self.rng: np.random.Generator | None = None
+
+    def param_shapes(self, input_shape):
+        return {}
+
+    def _build(self, input_shape, rng):
+        self.rng = new_generator(self.seed, rng)
+
+
+def new_generator(seed: int | None, rng: np.random.Generator) -> np.random.Generator:
+    """A layer's own Generator: seeded by ``seed``, or by a number drawn from ``rng`` (the
+    Generator that builds the model) when ``seed`` is None."""
+    return np.random.default_rng(seed if seed is not None else int(rng.integers(2**63)))
 
 
 def check_finite(x: np.ndarray, where: str) -> None:

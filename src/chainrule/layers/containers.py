@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .arguments import received_shape
-from .base import Layer, layer_spec, make_layer
+from .base import Layer, layer_spec, make_layer, new_generator
 from .stack import append_layer
 
 
@@ -113,8 +113,7 @@ class Residual(Layer):
                     for layer in self.layers)
         self._rng = None
         if draws:
-            seed = self.seed if self.seed is not None else int(rng.integers(2**63))
-            self.rng = np.random.default_rng(seed)
+            self.rng = new_generator(self.seed, rng)
 
     def min_training_batch(self) -> int:
         return max(layer.min_training_batch() for layer in self.layers)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..validate import number
-from ..validate import seed as seed_arg
-from .base import Layer
+from .base import RandomLayer
 
 
-class Dropout(Layer):
+class Dropout(RandomLayer):
     """Zero each entry with probability ``rate`` during training and scale the rest by 1/(1 − rate).
 
     Forward (training):  y = x ⊙ m,  m_i = [u_i ≥ rate] / (1 − rate),  u_i ~ U[0, 1)
@@ -26,17 +23,8 @@ class Dropout(Layer):
     """
 
     def __init__(self, rate: float, seed: int | None = None, name=None, input_shape=None):
-        super().__init__(name=name, input_shape=input_shape)
+        super().__init__(seed=seed, name=name, input_shape=input_shape)
         self.rate = number(rate, "rate", "Dropout", "[0, 1)")
-        self.seed = seed_arg(seed, "seed", "Dropout")
-        self.rng: np.random.Generator | None = None
-
-    def param_shapes(self, input_shape):
-        return {}
-
-    def _build(self, input_shape, rng):
-        seed = self.seed if self.seed is not None else int(rng.integers(2**63))
-        self.rng = np.random.default_rng(seed)
 
     def _forward(self, x, training):
         if not training or self.rate == 0.0:

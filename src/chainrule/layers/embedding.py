@@ -143,11 +143,9 @@ class PositionalEmbedding(Layer):
                 f"the context to {self.max_length} or build the layer with max_length >= "
                 f"{shape[0]}"
             )
-        if self.built and shape[1] != self.W.value.shape[1]:
-            raise ValueError(
-                f"{self.label} expected {self.W.value.shape[1]} features on the last axis, "
-                f"got input of shape {received}"
-            )
+        if self.built:
+            self.check_size(shape, 1, self.W.value.shape[1], "features on the last axis",
+                            received)
 
     def _build(self, input_shape, rng):
         init = initializers.get(self.embeddings_initializer)

@@ -125,11 +125,8 @@ class BatchNorm(Layer):
                 f"{self.label} expected input of shape (N, C) or (N, C, H, W), got input of "
                 f"shape {received}{hint}"
             )
-        if self.built and shape[0] != self.gamma.value.shape[0]:
-            raise ValueError(
-                f"{self.label} expected {self.gamma.value.shape[0]} channels on axis 1, got "
-                f"input of shape {received}"
-            )
+        if self.built:
+            self.check_size(shape, 0, self.gamma.value.shape[0], "channels on axis 1", received)
 
     def _forward(self, x, training):
         # Per-channel (C,) vectors as (1, C) or (1, C, 1, 1), to broadcast against x.
@@ -260,11 +257,9 @@ class LayerNorm(Layer):
                 f"{self.label} expected input of shape (N, D) or (N, T, D), got a 1-D batch "
                 f"of shape {received}; reshape to (N, 1) for one feature"
             )
-        if self.built and shape[-1] != self.gamma.value.shape[0]:
-            raise ValueError(
-                f"{self.label} expected {self.gamma.value.shape[0]} features on the last "
-                f"axis, got input of shape {received}"
-            )
+        if self.built:
+            self.check_size(shape, -1, self.gamma.value.shape[0], "features on the last axis",
+                            received)
 
     def _forward(self, x, training):
         d = float(x.shape[-1])

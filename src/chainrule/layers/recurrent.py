@@ -122,11 +122,9 @@ class _Recurrent(Layer):
                 f"{self.label} expected input of shape (N, T, features), got input of shape "
                 f"{received}{hint}"
             )
-        if self.built and shape[-1] != self.W_ih.value.shape[0]:
-            raise ValueError(
-                f"{self.label} expected {self.W_ih.value.shape[0]} features on the last "
-                f"axis, got input of shape {received}"
-            )
+        if self.built:
+            self.check_size(shape, -1, self.W_ih.value.shape[0], "features on the last axis",
+                            received)
 
     def forward(self, x, training: bool = False, initial_state=None) -> np.ndarray:
         """Run the recurrence over the T steps of ``x`` (N, T, D); see the class for the formulas.
