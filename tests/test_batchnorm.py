@@ -15,9 +15,9 @@ import chainrule as cr
 from chainrule import layers, losses, optimizers
 from chainrule.layers import BatchNorm
 from chainrule.layers.base import make_layer
-from test_dtype import Spy
-from torch_helpers import (
+from helpers import (
     DTYPES,
+    Spy,
     assert_close,
     assert_close_to_scale,
     rtol_for,

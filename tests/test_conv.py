@@ -24,8 +24,7 @@ import chainrule as cr
 from chainrule import losses, optimizers
 from chainrule.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from chainrule.layers.arguments import pad_amounts
-from test_dtype import Spy
-from torch_helpers import DTYPES, assert_close, rtol_for, to_torch
+from helpers import DTYPES, Spy, assert_close, rtol_for, to_torch
 
 
 @dataclass(frozen=True)

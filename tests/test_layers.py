@@ -20,7 +20,7 @@ import torch.nn.functional as TF
 import chainrule as cr
 from chainrule import layers
 from chainrule.layers import Layer
-from torch_helpers import DTYPES, assert_close, rtol_for, to_torch
+from helpers import DTYPES, assert_close, rtol_for, to_torch
 
 SEEDS = (0, 1, 2)
 

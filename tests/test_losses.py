@@ -15,7 +15,7 @@ import torch.nn.functional as TF
 import chainrule as cr
 from chainrule import layers, losses
 from chainrule.losses import Loss
-from torch_helpers import DTYPES, assert_close, rtol_for, to_torch
+from helpers import DTYPES, assert_close, rtol_for, to_torch
 
 SEEDS = (0, 1, 2)
 

@@ -24,7 +24,7 @@ import chainrule as cr
 from chainrule import layers, losses
 from chainrule.layers import AvgPool2D, GlobalAveragePool2D, Layer, MaxPool2D
 from chainrule.layers.base import make_layer
-from torch_helpers import (
+from helpers import (
     DTYPES,
     assert_close_to_scale,
     rtol_for,

@@ -28,8 +28,7 @@ from torch import nn
 import chainrule as cr
 from chainrule import layers
 from chainrule.layers import Layer
-from test_dtype import Spy
-from torch_helpers import DTYPES, assert_close, assert_close_to_scale, rtol_for, to_torch
+from helpers import DTYPES, Spy, assert_close, assert_close_to_scale, rtol_for, to_torch
 
 SEEDS = (0, 1, 2)
 TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
