@@ -166,9 +166,10 @@ def spy_on(layer) -> None:
 
 
 # ---------------------------------------------------------------------- past the input checks
-# Layer.forward and Layer.backward start with np.asarray, which turns a Spy back into a plain
-# ndarray; the Spy checks go one level down, to the math with its cache bookkeeping. These two
-# are the only places a test reaches past the public layer API.
+# Layer.forward, Layer.backward and Loss.__call__ start with np.asarray, which turns a Spy back
+# into a plain ndarray; the Spy checks go one level down, to the math with its bookkeeping.
+# call_unchecked, backward_unchecked and loss_unchecked are the only places the table's
+# harness reaches past the public layer and loss API.
 def call_unchecked(layer, x, training: bool):
     """The layer's forward on already-valid ``x`` (which may be a Spy), cache kept as forward's."""
     return layer._call(x, training)
@@ -177,6 +178,13 @@ def call_unchecked(layer, x, training: bool):
 def backward_unchecked(layer, grad_y, need_input_grad: bool = True):
     """The layer's backward on ``grad_y`` (which may be a Spy), without the shape/dtype checks."""
     return layer._backward(grad_y, need_input_grad)
+
+
+def loss_unchecked(loss, pred, target):
+    """(value, dL/dpred) of ``loss`` on ``pred`` (which may be a Spy), past ``Loss.__call__``'s
+    np.asarray; the target goes through the loss's own checks."""
+    value, backward = loss._compute(pred, loss._check_target(pred, target))
+    return value, backward()
 
 
 # ---------------------------------------------------------------------- walking a layer
