@@ -5,10 +5,11 @@ Each check below is one test function, parametrized over the rows it applies to 
 and seeds it runs in); CHECKS names them all. For every layer row: float64 gradcheck, equality
 with torch in float32 and float64 (forward, dL/dx, every parameter gradient, running
 statistics), dtype kept (shapes too), no float64 anywhere in a float32 forward/backward (the
-Spy), nothing cached at inference, backward never changes a parameter (and assigns, never
-accumulates), grad_y checked, a second backward refused, config round trip; random layers
-replay their draw. For every loss row: gradcheck, torch, dtype, Spy, arguments left alone,
-config round trip. Inference rows (BatchNorm in eval mode) take the forward-only checks.
+Spy), nothing cached at inference, backward never changes a parameter, gradients assigned
+(not accumulated), need_input_grad=False, grad_y's shape and dtype checked, a second backward
+refused, config round trip; random layers replay their draw. For every loss row: gradcheck,
+torch, dtype, Spy, arguments left alone, config round trip. Inference rows (BatchNorm in eval
+mode) take the forward-only checks.
 
 Adding a layer is adding a row to cases.CASES; the tests at the end add a toy row and show it
 gets every check, and that a planted wrong backward fails them.
@@ -85,6 +86,7 @@ def check(applies, dtypes, seeds=lambda case: (1,), pending=None):
 
         @functools.wraps(fn)
         def run(case, dtype, seed):
+            __tracebackhide__ = True  # a failure's traceback starts in the check itself
             fn(case, dtype, seed)
             RAN.append((name, case.id, np.dtype(dtype).name, seed))
 
@@ -318,40 +320,59 @@ def test_nothing_cached_at_inference(case, dtype, seed):
 
 @check(training_rows, float64, lambda case: (2,))
 def test_backward_never_changes_parameters(case, dtype, seed):
-    """Backward changes no parameter, buffer or grad_y; it assigns each gradient (the same
-    forward and backward again give the same gradients, not twice them); with
-    need_input_grad=False it returns None and the same parameter gradients."""
+    """Backward changes no parameter value, no buffer and not grad_y."""
     layer, x = make(case, dtype, seed)
-    _, restore = save_states(layer)
     y = layer.forward(x, training=True)
     after_forward = snapshot(layer)  # a training forward may update buffers (BatchNorm)
     g = upstream(y, seed)
     g_before = g.copy()
-    grad_x = layer.backward(g)
+    layer.backward(g)
     assert_unchanged(layer, after_forward, "backward")
     np.testing.assert_array_equal(g, g_before, err_msg="backward changed grad_y")
-    grad_x = None if grad_x is None else grad_x.copy()
-    grads = [p.grad.copy() for p in layer.parameters()]
 
-    restore()  # the same draw for a random layer
+
+def step(layer, x, g, restore, need_input_grad=True):
+    """A training forward from the saved random state (the same draw), then backward: dL/dx
+    (a copy) and each parameter's gradient (copies)."""
+    restore()
     layer.forward(x, training=True)
-    again = layer.backward(g)
+    grad_x = layer.backward(g, need_input_grad=need_input_grad)
+    return (None if grad_x is None else grad_x.copy()), [p.grad.copy() for p in layer.parameters()]
+
+
+@check(training_rows, float64, lambda case: (2,))
+def test_gradients_assigned_not_accumulated(case, dtype, seed):
+    """Backward assigns each gradient: a second step on the same batch (and the same draw)
+    gives the same gradients, bit for bit, not twice them."""
+    layer, x = make(case, dtype, seed)
+    _, restore = save_states(layer)
+    g = upstream(layer.forward(x, training=True), seed)
+    grad_x, grads = step(layer, x, g, restore)
+    again, grads_again = step(layer, x, g, restore)
     if grad_x is None:
         assert again is None
     else:
         np.testing.assert_array_equal(again, grad_x, err_msg="a second step's grad_x differs")
-    for p, grad in zip(layer.parameters(), grads, strict=True):
-        np.testing.assert_array_equal(p.grad, grad, err_msg=f"{p.name}.grad accumulated")
+    for p, first, second in zip(layer.parameters(), grads, grads_again, strict=True):
+        np.testing.assert_array_equal(second, first, err_msg=f"{p.name}.grad accumulated")
 
-    restore()
-    layer.forward(x, training=True)
-    assert layer.backward(g, need_input_grad=False) is None
-    for p, grad in zip(layer.parameters(), grads, strict=True):
-        np.testing.assert_array_equal(p.grad, grad, err_msg=f"{p.name}.grad without dL/dx")
+
+@check(training_rows, float64, lambda case: (2,))
+def test_no_input_gradient_keeps_parameter_gradients(case, dtype, seed):
+    """backward(g, need_input_grad=False) (a model's first layer in fit) returns None and
+    assigns the same parameter gradients as a full backward."""
+    layer, x = make(case, dtype, seed)
+    _, restore = save_states(layer)
+    g = upstream(layer.forward(x, training=True), seed)
+    _, grads = step(layer, x, g, restore)
+    grad_x, grads_without = step(layer, x, g, restore, need_input_grad=False)
+    assert grad_x is None
+    for p, full, without in zip(layer.parameters(), grads, grads_without, strict=True):
+        np.testing.assert_array_equal(without, full, err_msg=f"{p.name}.grad without dL/dx")
 
 
 @check(training_rows, float32)
-def test_grad_y_checked(case, dtype, seed):
+def test_grad_y_shape_checked(case, dtype, seed):
     layer, x = make(case, dtype, seed)
     y = layer.forward(x, training=True)
     wrong = np.ones((y.shape[0] + 1, *y.shape[1:]), dtype)
@@ -359,6 +380,12 @@ def test_grad_y_checked(case, dtype, seed):
             f"backward expected grad_y of shape {y.shape} (the output shape of the last "
             f"forward), got {wrong.shape}")):
         layer.backward(wrong)
+
+
+@check(training_rows, float32)
+def test_grad_y_dtype_checked(case, dtype, seed):
+    layer, x = make(case, dtype, seed)
+    y = layer.forward(x, training=True)
     with pytest.raises(TypeError, match="grad_y of dtype float32, got float64"):
         layer.backward(np.ones(y.shape))
 
@@ -370,9 +397,17 @@ def test_second_backward_refused(case, dtype, seed):
     layer, x = make(case, dtype, seed)
     y = layer.forward(x, training=True)
     layer.backward(np.ones_like(y))
-    with pytest.raises(RuntimeError, match=r"backward\(\) needs a preceding forward\(x, "
-                                           r"training=True\)"):
+    try:
         layer.backward(np.ones_like(y))
+    except RuntimeError as error:
+        assert re.search(r"backward\(\) needs a preceding forward\(x, training=True\)",
+                         str(error)), str(error)
+    else:
+        # pytrace=False: the one-line message is the whole story (and, while this check is
+        # pending, keeps each row's expected failure cheap to report).
+        pytest.fail(f"{case.id}: a second backward after one training forward ran again; "
+                    "expected RuntimeError('… backward() needs a preceding forward(x, "
+                    "training=True) …')", pytrace=False)
 
 
 @check(lambda case: training_rows(case) and case.random, float32)
