@@ -739,38 +739,42 @@ def _conv_rows():
             for name, kwargs, shape, batch in CONV_ROWS]
 
 
+def odd_batch_of_one_or_even_batch_of_three(rng, n):
+    """(1, 2, 7, 9): a batch of one with odd sizes (seed 0), or (3, 3, 6, 8): a batch of three
+    with three channels and even sizes (seed 1)."""
+    return rng.standard_normal((n, 2, 7, 9) if n == 1 else (n, 3, 6, 8))
+
+
 def _pool_rows():
     """Pool 2/3 (and 2×3), strides 1/2/None (overlapping and not), padding valid/same/1, odd
-    image sizes, batch 1 and the rank-3 (N, H, W) form; windows summed by the average and
-    overlapping windows accumulating: compared to the array's scale."""
+    and even image sizes, batch 1 and the rank-3 (N, H, W) form; windows summed by the average
+    and overlapping windows accumulating: compared to the array's scale."""
     rows = []
 
-    def row(name, factory, shape):
-        cls = factory()
-        kinks = "ties" if isinstance(cls, layers.MaxPool2D) else None
-        rows.append(Case(name, factory, normal(*shape[1:]), torch_pool, seeds=(0,),
-                         batch=shape[0], kinks=kinks, forward_tol="scale", grad_tol="scale"))
+    def row(name, factory, make_input, batch, seeds=(0,)):
+        kinks = "ties" if isinstance(factory(), layers.MaxPool2D) else None
+        rows.append(Case(name, factory, make_input, torch_pool, seeds=seeds, batch=batch,
+                         kinks=kinks, forward_tol="scale", grad_tol="scale"))
 
     for cls in (layers.MaxPool2D, layers.AvgPool2D):
         c = cls.__name__
         for pool in (2, 3):
             for strides in (1, 2, None):
                 for padding in ("valid", "same", 1):
-                    # Batch 1 with odd sizes, and a batch of 3 with 3 channels and even sizes.
-                    for shape in ((1, 2, 7, 9), (3, 3, 6, 8)):
-                        size = "x".join(map(str, shape))
-                        row(f"{c}-k{pool}-s{strides}-p{padding}-{size}",
-                            lambda cls=cls, p=pool, s=strides, pad=padding: cls(p, s, pad), shape)
-        row(f"{c}-rank3", lambda cls=cls: cls(3, 2, "same"), (2, 7, 9))
-        row(f"{c}-rank3-batch1", lambda cls=cls: cls(2), (1, 5, 5))
-        row(f"{c}-k2x3-s1x2", lambda cls=cls: cls((2, 3), (1, 2)), (2, 2, 7, 9))
-        row(f"{c}-k3x2-s2x1-same", lambda cls=cls: cls((3, 2), (2, 1), "same"), (2, 2, 7, 9))
+                    # Seed 0: a batch of one with odd sizes; seed 1: a batch of three, even sizes.
+                    row(f"{c}-k{pool}-s{strides}-p{padding}",
+                        lambda cls=cls, p=pool, s=strides, pad=padding: cls(p, s, pad),
+                        odd_batch_of_one_or_even_batch_of_three, batch=(3, 4), seeds=(0, 1))
+        row(f"{c}-rank3", lambda cls=cls: cls(3, 2, "same"), normal(7, 9), 2)
+        row(f"{c}-rank3-batch1", lambda cls=cls: cls(2), normal(5, 5), 1)
+        row(f"{c}-k2x3-s1x2", lambda cls=cls: cls((2, 3), (1, 2)), normal(2, 7, 9), 2)
+        row(f"{c}-k3x2-s2x1-same", lambda cls=cls: cls((3, 2), (2, 1), "same"), normal(2, 7, 9), 2)
         # An even pool with a stride apart from its size, odd pads on both axes: 7 → (1, 2)
         # rows, 10 → (1, 2) columns (the rule Conv2D shares, arguments.pad_amounts).
-        row(f"{c}-k4-s3-same", lambda cls=cls: cls(4, 3, "same"), (2, 2, 7, 10))
-        row(f"{c}-k3-p1x0", lambda cls=cls: cls(3, 1, (1, 0)), (1, 1, 5, 6))
-        row(f"{c}-whole-image", lambda cls=cls: cls((7, 9)), (2, 3, 7, 9))
-        row(f"{c}-s3-gaps", lambda cls=cls: cls(2, 3), (2, 2, 8, 7))
+        row(f"{c}-k4-s3-same", lambda cls=cls: cls(4, 3, "same"), normal(2, 7, 10), 2)
+        row(f"{c}-k3-p1x0", lambda cls=cls: cls(3, 1, (1, 0)), normal(1, 5, 6), 1)
+        row(f"{c}-whole-image", lambda cls=cls: cls((7, 9)), normal(3, 7, 9), 2)
+        row(f"{c}-s3-gaps", lambda cls=cls: cls(2, 3), normal(2, 8, 7), 2)
     for name, shape in (("GlobalAveragePool2D", (3, 4, 7, 9)),
                         ("GlobalAveragePool2D-batch1-1x1", (1, 2, 1, 1))):
         rows.append(Case(name, layers.GlobalAveragePool2D, normal(*shape[1:]),
@@ -863,15 +867,16 @@ def _sequence_rows():
 
 
 def _augment_rows():
-    # A shift is linear in x: one gradcheck seed per row (a batch of 2 to 5), three for torch.
+    # A shift is linear in x: one gradcheck seed per row (a batch of 2 to 5), three for torch;
+    # (N, C, H, W) with gradcheck's default 200 entries, the others with 60.
     once = dict(gradcheck_seeds=(1,))
     return [
         Case("randomshift_rank3", lambda: layers.RandomShift(2, seed=1), normal(6, 7),
-             torch_random_shift, random=True, **once),
+             torch_random_shift, random=True, max_entries=60, **once),
         Case("randomshift_channels", lambda: layers.RandomShift(3, seed=2), normal(2, 6, 7),
              torch_random_shift, random=True, **once),
         Case("randomshift_max_shift_0", lambda: layers.RandomShift(0), normal(5, 4),
-             torch_random_shift, **once),
+             torch_random_shift, max_entries=60, **once),
     ]
 
 
