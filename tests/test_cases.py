@@ -32,7 +32,6 @@ from chainrule import layers, losses
 from chainrule.layers import Layer
 from chainrule.layers.base import layer_spec, make_layer
 from helpers import (
-    DTYPES,
     Spy,
     all_layers,
     assert_close,
@@ -127,10 +126,6 @@ def float64(case):
     return (np.float64,)
 
 
-def both_dtypes(case):
-    return DTYPES
-
-
 # ---------------------------------------------------------------------- small tools
 def is_float(a) -> bool:
     return np.issubdtype(np.asarray(a).dtype, np.floating)
@@ -212,6 +207,7 @@ def test_matches_torch(case, dtype, seed):
     ref: TorchRef = case.torch_ref(layer)  # before our forward: the forward-time state
     x_t = to_torch(x, requires_grad=is_float(x) and case.training)
     y = layer.forward(x, training=case.training)
+    assert y.dtype == dtype
     y_t = ref.forward(x_t)  # after it: a random layer's reference replays our draw
     COMPARE[case.forward_tol](y, y_t, rtol, f"{label} forward y")
     theirs = ref.buffers()
@@ -235,8 +231,30 @@ def test_matches_torch(case, dtype, seed):
 
 
 # ---------------------------------------------------------------------- dtype
-@check(any_row, both_dtypes)
+def assert_kept(layer, x, dtype, y, grad_x, y_eval) -> None:
+    """Outputs, dL/dx, parameters, their gradients and buffers all in ``dtype``, with their
+    shapes, and C-contiguous (as the next layer's GEMM wants them)."""
+    n = x.shape[0]
+    assert layer.output_shape == layer.compute_output_shape(layer.input_shape)
+    for out in [y_eval] if y is None else [y, y_eval]:
+        assert out.dtype == dtype and out.shape == (n, *layer.output_shape), (out.dtype, out.shape)
+        assert out.flags.c_contiguous
+    if y is not None:
+        if is_float(x):
+            assert grad_x.dtype == dtype and grad_x.shape == x.shape and grad_x.flags.c_contiguous
+        else:
+            assert grad_x is None
+        for p in layer.parameters():
+            assert p.grad.dtype == dtype and p.grad.shape == p.shape and p.grad.flags.c_contiguous
+    for p in layer.parameters():
+        assert p.value.dtype == dtype, p.name
+    for name, value in layer.buffers().items():
+        assert value.dtype == dtype, name
+
+
+@check(any_row, float64)
 def test_dtype_kept(case, dtype, seed):
+    """A float64 layer or loss computes in float64 (float32: test_float32_spy, op by op)."""
     subject, data = make(case, dtype, seed)
     if case.kind == "loss":
         pred, target = data
@@ -245,31 +263,18 @@ def test_dtype_kept(case, dtype, seed):
         assert grad.dtype == dtype and grad.shape == pred.shape
         return
     layer, x = subject, data
-    n = x.shape[0]
-    assert layer.output_shape == layer.compute_output_shape(layer.input_shape)
-    # Every output and gradient is also C-contiguous, as the next layer's GEMM wants it.
+    y = grad_x = None
     if case.training:
         y = layer.forward(x, training=True)
-        assert y.dtype == dtype and y.shape == (n, *layer.output_shape) and y.flags.c_contiguous
         grad_x = layer.backward(np.ones_like(y))
-        if is_float(x):
-            assert grad_x.dtype == dtype and grad_x.shape == x.shape
-            assert grad_x.flags.c_contiguous
-        else:
-            assert grad_x is None
-        for p in layer.parameters():
-            assert p.value.dtype == dtype and p.grad.dtype == dtype and p.grad.shape == p.shape
-            assert p.grad.flags.c_contiguous
-    for name, value in layer.buffers().items():
-        assert value.dtype == dtype, name
-    y = layer.forward(x, training=False)
-    assert y.dtype == dtype and y.shape == (n, *layer.output_shape) and y.flags.c_contiguous
+    assert_kept(layer, x, dtype, y, grad_x, layer.forward(x, training=False))
 
 
 @check(any_row, float32)
 def test_float32_spy(case, dtype, seed):
-    """No NumPy operation inside forward (training and inference) and backward sees or makes a
-    float64: the input, every parameter and buffer are Spy views that log each one."""
+    """float32 kept: no NumPy operation inside forward (training and inference) and backward
+    sees or makes a float64 (the input, every parameter and buffer are Spy views that log each
+    one), and every output, cache, gradient and buffer is float32."""
     subject, data = make(case, dtype, seed)
     if case.kind == "loss":
         pred, target = data
@@ -277,26 +282,23 @@ def test_float32_spy(case, dtype, seed):
             value, grad = loss_unchecked(subject, pred.view(Spy), target)
             found = list(log)
         assert found == [], f"float64 inside {case.id}: {sorted(set(found))}"
-        assert grad.dtype == np.float32 and np.isfinite(value)
+        assert isinstance(value, float)
+        assert grad.dtype == np.float32 and grad.shape == pred.shape
         return
     layer, x = subject, data
     spy_on(layer)
-    arrays = []
+    y = grad_x = None
+    caches = []
     with spying() as log:
         if case.training:
             y = call_unchecked(layer, x.view(Spy), training=True)
-            arrays += [("y", y)] + [("cache", a) for sub in all_layers(layer)
-                                    for a in float_arrays(sub.cache)]
+            caches = [a for sub in all_layers(layer) for a in float_arrays(sub.cache)]
             grad_x = backward_unchecked(layer, np.ones_like(y))
-            if grad_x is not None:
-                arrays.append(("grad_x", grad_x))
-            arrays += [(f"{p.name}.grad", p.grad) for p in layer.parameters()]
-        arrays.append(("inference y", call_unchecked(layer, x.view(Spy), training=False)))
+        y_eval = call_unchecked(layer, x.view(Spy), training=False)
         found = list(log)
     assert found == [], f"float64 inside {case.id}: {sorted(set(found))}"
-    arrays += list(layer.buffers().items())
-    wrong = [(name, a.dtype) for name, a in arrays if a.dtype != np.float32]
-    assert wrong == []
+    assert [a.dtype for a in caches if a.dtype != np.float32] == []
+    assert_kept(layer, x, np.float32, y, grad_x, y_eval)
 
 
 # ---------------------------------------------------------------------- the cache
