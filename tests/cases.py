@@ -60,7 +60,7 @@ class Case:
         factory: makes a fresh, unbuilt chainrule layer or loss.
         make_input: (rng, N) → x, or (pred, target) for a loss; float64 base arrays.
         torch_ref: the torch reference (see the module docstring).
-        seeds: seeds of the torch comparisons (seed 0 draws a batch of one unless ``batch``).
+        seeds: seeds of the torch comparisons (seed 0 draws a batch of one, see ``batch``).
         gradcheck_seeds: seeds of the float64 gradcheck (``seeds`` when None).
         batch: a fixed batch size N, or the range [low, high) that N is drawn from (with the
             row's rng) for seeds other than 0; seed 0 then draws a batch of one.
