@@ -456,10 +456,19 @@ def torch_residual(layer) -> TorchRef:
 #: The reference of each layer class, for the layers inside a Residual.
 TORCH_REFS = {
     layers.Dense: torch_dense,
+    layers.Identity: torch_identity,
+    layers.ReLU: torch_relu,
+    layers.LeakyReLU: torch_leaky_relu,
+    layers.Sigmoid: torch_sigmoid,
+    layers.Tanh: torch_tanh,
+    layers.Softmax: torch_softmax,
     layers.GELU: torch_gelu,
     layers.Dropout: torch_dropout,
+    layers.PositionalEmbedding: torch_positional,
     layers.LayerNorm: torch_layernorm,
+    layers.RNN: torch_recurrent,
     layers.LSTM: torch_recurrent,
+    layers.GRU: torch_recurrent,
     layers.CausalSelfAttention: torch_attention,
     layers.Residual: torch_residual,
 }
