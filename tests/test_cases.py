@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from cases import CASES, Case, TorchRef, elementwise, make, normal
+from cases import CASES, Case, make, normal
 from chainrule import layers, losses
 from chainrule.layers import Layer
 from chainrule.layers.base import layer_spec, make_layer
@@ -46,6 +46,7 @@ from helpers import (
     spying,
     to_torch,
 )
+from torch_refs import TorchRef, elementwise
 
 COMPARE = {"entry": assert_close, "scale": assert_close_to_scale}
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from cases import CASES, keras_same_pads, make
+from cases import CASES, make
 from chainrule import losses, optimizers
 from chainrule.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from chainrule.layers.arguments import pad_amounts
+from torch_refs import keras_same_pads
 
 ROWS = {case.id: case for case in CASES}
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from cases import torch_pool
 from chainrule import layers, losses
 from chainrule.layers import AvgPool2D, GlobalAveragePool2D, MaxPool2D
 from helpers import DTYPES, assert_close_to_scale, to_torch
+from torch_refs import torch_pool
 
 
 # ---------------------------------------------------------------------- max pooling facts
