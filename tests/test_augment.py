@@ -1,4 +1,5 @@
-"""RandomShift: per-sample random translations in training, the identity at inference."""
+"""RandomShift: per-sample random translations in training, the identity at inference. (Its
+gradcheck, torch reference, replayed draws and empty inference cache: the table, tests/cases.py.)"""
 
 import numpy as np
 import pytest
@@ -40,18 +41,13 @@ def test_backward_is_the_adjoint_shift():
     g = rng.standard_normal(y.shape)
     # ⟨shift(x), g⟩ = ⟨x, shift⁻¹(g)⟩ for the zero-filled shift and its adjoint.
     assert np.sum(y * g) == pytest.approx(np.sum(x * layer.backward(g)), rel=1e-12)
-    report = cr.gradcheck(RandomShift(2, seed=3), x)
-    assert report.ok and report.max_rel_error < 1e-6
 
 
-def test_identity_at_inference_and_nothing_cached():
+def test_identity_at_inference():
     x = np.ones((2, 4, 4), np.float32)
     layer = RandomShift(2, seed=0)
     layer.forward(x, training=True)
     assert layer.forward(x) is x
-    assert layer.cache is None
-    with pytest.raises(RuntimeError, match="training=True"):
-        layer.backward(x)
 
 
 def test_seeded_shifts_repeat_and_models_save_the_layer(tmp_path):

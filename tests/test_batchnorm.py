@@ -1,5 +1,7 @@
-"""BatchNorm against finite differences and torch.nn.functional.batch_norm; running statistics,
-float32 throughout, errors, and save/load of its non-trainable state."""
+"""BatchNorm facts beyond the table (tests/cases.py, where training rows on (N, C) and
+(N, C, H, W) meet gradcheck and torch, running statistics included, and eval rows torch's eval
+mode): gradcheck catching a missing path, running statistics over steps and by hand, config,
+buffers, save/load of its non-trainable state, errors, and batches of one in fit."""
 
 from __future__ import annotations
 
@@ -12,21 +14,11 @@ import torch
 import torch.nn.functional as TF
 
 import chainrule as cr
+from cases import batchnorm_state, shifted_normal
 from chainrule import layers, losses, optimizers
 from chainrule.layers import BatchNorm
 from chainrule.layers.base import make_layer
-from test_dtype import Spy
-from torch_helpers import (
-    DTYPES,
-    assert_close,
-    assert_close_to_scale,
-    rtol_for,
-    to_torch,
-)
-
-# (N, C) with N ≥ 2 and (N, C, H, W), batch 1 included for images (M = H·W values per channel).
-SHAPES = [(2, 3), (5, 4), (16, 1), (1, 3, 4, 5), (2, 3, 7, 9), (4, 2, 1, 1), (3, 5, 2, 3)]
-SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
+from helpers import DTYPES, assert_close, assert_close_to_scale, rtol_for, to_torch
 
 
 def make(shape, dtype, seed: int = 0, momentum: float = 0.1, eps: float = 1e-5):
@@ -34,55 +26,18 @@ def make(shape, dtype, seed: int = 0, momentum: float = 0.1, eps: float = 1e-5):
     rng = np.random.default_rng(100 + seed)
     layer = BatchNorm(momentum=momentum, eps=eps)
     layer.build(shape[1:], dtype=dtype)
-    c = shape[1]
-    layer.gamma.value[...] = rng.uniform(0.5, 2.0, c) * rng.choice([-1, 1], c)
-    layer.beta.value[...] = rng.standard_normal(c)
-    layer.running_mean[...] = rng.standard_normal(c)
-    layer.running_var[...] = rng.uniform(0.5, 2.0, c)
-    x = (rng.uniform(0.5, 3.0) * rng.standard_normal(shape) + rng.standard_normal()).astype(dtype)
+    batchnorm_state(layer, rng)
+    x = shifted_normal(*shape[1:])(rng, shape[0]).astype(dtype)
     return layer, x
 
 
-def torch_batch_norm(layer, x, training):
-    """torch's output and (x, γ, β, running_mean, running_var) tensors, from our layer's state."""
-    x_t = to_torch(x, requires_grad=True)
-    gamma_t = to_torch(layer.gamma.value, requires_grad=True)
-    beta_t = to_torch(layer.beta.value, requires_grad=True)
-    mean_t, var_t = to_torch(layer.running_mean), to_torch(layer.running_var)
-    y_t = TF.batch_norm(x_t, mean_t, var_t, gamma_t, beta_t, training=training,
-                        momentum=layer.momentum, eps=layer.eps)
-    return y_t, (x_t, gamma_t, beta_t, mean_t, var_t)
-
-
 # ---------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-def test_gradcheck_float64(shape):
-    layer, x = make(shape, np.float64)
-    report = cr.gradcheck(layer, x, seed=1)
-    assert [e.name for e in report.entries] == ["input", "gamma", "beta"]
-    assert all(e.checked > 0 and e.kinks == 0 for e in report.entries), str(report)
-    assert report.max_rel_error < 1e-6, str(report)
-
-
 def test_gradcheck_runs_on_a_clone_and_leaves_the_running_statistics_alone():
     layer, x = make((4, 3, 2, 2), np.float32)
     before = {name: value.copy() for name, value in layer.buffers().items()}
     assert cr.gradcheck(layer, x, seed=0).ok
     for name, value in layer.buffers().items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
-
-
-def test_parameter_gradients_without_the_input_gradient():
-    layer, x = make((4, 3, 2, 2), np.float64)
-    y = layer.forward(x, training=True)
-    g = np.random.default_rng(0).standard_normal(y.shape)
-    g_before = g.copy()
-    layer.backward(g)
-    full = [p.grad.copy() for p in layer.parameters()]
-    assert layer.backward(g, need_input_grad=False) is None
-    for p, expected in zip(layer.parameters(), full, strict=True):
-        np.testing.assert_array_equal(p.grad, expected)
-    np.testing.assert_array_equal(g, g_before)
 
 
 class BatchNormWithoutVariancePath(BatchNorm):
@@ -115,28 +70,7 @@ def test_gradcheck_catches_a_missing_path(planted):
     assert report["gamma"].ok and report["beta"].ok
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES[1:], ids=SHAPE_IDS[1:])
-def test_training_matches_torch(shape, dtype):
-    # (2, C) is left out in float32: with two values per channel x̂ = ±(1 − O(ε/σ²)), so the
-    # true dL/dx is O(ε/σ²) and both results are rounding noise (gradcheck covers it in float64).
-    layer, x = make(shape, dtype, seed=2)
-    rtol = rtol_for(dtype)
-    # torch first: it copies the running statistics before our forward updates them.
-    y_t, (x_t, gamma_t, beta_t, mean_t, var_t) = torch_batch_norm(layer, x, training=True)
-    y = layer.forward(x, training=True)
-    g = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
-    grad_x = layer.backward(g)
-    y_t.backward(to_torch(g))
-    name = f"{'x'.join(map(str, shape))} {np.dtype(dtype)}"
-    assert_close_to_scale(y, y_t, rtol, f"{name} forward y")
-    assert_close_to_scale(grad_x, x_t.grad, rtol, f"{name} grad_x")
-    assert_close_to_scale(layer.gamma.grad, gamma_t.grad, rtol, f"{name} gamma.grad")
-    assert_close_to_scale(layer.beta.grad, beta_t.grad, rtol, f"{name} beta.grad")
-    assert_close(layer.running_mean, mean_t, rtol, f"{name} running_mean", atol=rtol)
-    assert_close(layer.running_var, var_t, rtol, f"{name} running_var")
-
-
+# ---------------------------------------------------------------------- running statistics
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0, 0.0])
 @pytest.mark.parametrize("shape", [(6, 4), (3, 2, 5, 4)], ids=["6x4", "3x2x5x4"])
@@ -179,52 +113,18 @@ def test_unbiased_running_variance_by_hand():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)], ids=["4x3", "2x3x4x5"])
-def test_inference_uses_running_statistics_and_changes_nothing(shape, dtype):
+def test_inference_uses_the_running_statistics(shape, dtype):
+    """y = γ (x − running mean) / √(running var + ε) + β, written out here; a batch of one is
+    fine at inference (no batch statistics are needed). The table's eval rows check the same
+    against torch, with nothing cached and nothing changed."""
     layer, x = make(shape, dtype)
     mean, var = layer.running_mean.copy(), layer.running_var.copy()
     y = layer.forward(x, training=False)
-    assert layer.cache is None
-    np.testing.assert_array_equal(layer.running_mean, mean)
-    np.testing.assert_array_equal(layer.running_var, var)
     bshape = (1, -1) + (1,) * (len(shape) - 2)
     expected = (layer.gamma.value.reshape(bshape) * (x - mean.reshape(bshape))
                 / np.sqrt(var.reshape(bshape) + layer.eps) + layer.beta.value.reshape(bshape))
     np.testing.assert_allclose(y, expected, rtol=10 * rtol_for(dtype), atol=rtol_for(dtype))
-    # A batch of one is fine at inference (no batch statistics are needed).
     assert layer.forward(x[:1], training=False).shape == (1, *shape[1:])
-    with pytest.raises(RuntimeError, match=r"backward\(\) needs a preceding forward"):
-        layer.backward(np.ones_like(y))
-    layer.forward(x, training=True)
-    assert layer.cache is not None
-    layer.forward(x, training=False)
-    assert layer.cache is None
-
-
-# ---------------------------------------------------------------------- dtype
-@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)], ids=["4x3", "2x3x4x5"])
-def test_float32_stays_float32_in_every_operation(shape, spy_log):
-    """Forward (training and inference), backward and the running-statistic update: no NumPy
-    operation sees or makes a float64 (the Spy of test_dtype logs every ufunc)."""
-    layer, x = make(shape, np.float32)
-    for p in layer.parameters():
-        p.value = p.value.view(Spy)
-    layer.running_mean = layer.running_mean.view(Spy)
-    layer.running_var = layer.running_var.view(Spy)
-    x = x.view(Spy)
-    y = layer.apply(x, training=True)
-    grad_x = layer._backward(np.ones(y.shape, np.float32).view(Spy), True)
-    y_eval = layer.apply(x, training=False)
-    assert spy_log == [], f"float64 inside BatchNorm: {sorted(set(spy_log))}"
-    arrays = [y, grad_x, y_eval, layer.gamma.grad, layer.beta.grad, layer.running_mean,
-              layer.running_var]
-    assert [a.dtype for a in arrays] == [np.float32] * len(arrays)
-
-
-@pytest.fixture
-def spy_log():
-    Spy.log = []
-    yield Spy.log
-    Spy.log = []
 
 
 # ---------------------------------------------------------------------- config, state, errors

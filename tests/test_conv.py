@@ -1,184 +1,25 @@
-"""Conv2D against finite differences and against torch.nn.functional.conv2d, driven by one table.
-
-Each row of CONV_CASES is (id, constructor arguments, input shape): stride 1 and 2, padding
-valid / same / 2 / (1, 2), "same" with strides (Keras's rule, checked against an explicit
-asymmetric F.pad then F.conv2d), dilation 2, kernels 1, 2, 3, 4, 5, (3, 2) and (2, 3), odd and
-even image sizes, batch 1, several input and output channels, rank-3 (N, H, W) input. Every
-row goes through gradcheck in float64 and equality with torch (y, grad x, grad W, grad b) in
-float32 and float64.
-"""
+"""Conv2D facts beyond the table (tests/cases.py, where every stride, padding, dilation and
+kernel row meets gradcheck and torch): weight shapes and the output size formula, the "same"
+padding rule it shares with pooling (Keras's), rank-3 input, the column cache, config, saving,
+a model gradcheck, and the errors."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch.nn.functional as TF
 
 import chainrule as cr
+from cases import CASES, make
 from chainrule import losses, optimizers
 from chainrule.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from chainrule.layers.arguments import pad_amounts
-from test_dtype import Spy
-from torch_helpers import DTYPES, assert_close, rtol_for, to_torch
+from torch_refs import keras_same_pads
 
-
-@dataclass(frozen=True)
-class ConvCase:
-    id: str
-    kwargs: dict
-    x_shape: tuple[int, ...]
-
-
-CONV_CASES = [
-    ConvCase("k3_valid", dict(filters=2, kernel_size=3), (2, 3, 7, 9)),
-    ConvCase("k1", dict(filters=3, kernel_size=1), (2, 2, 5, 3)),
-    ConvCase("k1_stride2", dict(filters=2, kernel_size=1, strides=2), (2, 2, 5, 4)),
-    ConvCase("k3_same_batch1", dict(filters=3, kernel_size=3, padding="same"), (1, 2, 7, 9)),
-    ConvCase("k5_same", dict(filters=2, kernel_size=5, padding="same"), (2, 2, 7, 9)),
-    ConvCase("k5_valid_whole_image", dict(filters=2, kernel_size=5), (2, 2, 5, 5)),
-    ConvCase("k32_same", dict(filters=2, kernel_size=(3, 2), padding="same"), (2, 3, 7, 9)),
-    ConvCase("k2_same_even", dict(filters=2, kernel_size=2, padding="same"), (2, 2, 5, 7)),
-    ConvCase("k3_pad2", dict(filters=2, kernel_size=3, padding=2), (2, 2, 5, 3)),
-    ConvCase("k32_pad12", dict(filters=3, kernel_size=(3, 2), padding=(1, 2)), (2, 2, 7, 5)),
-    ConvCase("k3_stride2", dict(filters=2, kernel_size=3, strides=2), (2, 2, 7, 9)),
-    ConvCase("k3_stride2_pad1", dict(filters=2, kernel_size=3, strides=2, padding=1), (1, 3, 7, 9)),
-    ConvCase("k5_stride2_pad2", dict(filters=2, kernel_size=5, strides=2, padding=2), (2, 2, 9, 7)),
-    ConvCase("k32_stride21_pad12",
-             dict(filters=2, kernel_size=(3, 2), strides=(2, 1), padding=(1, 2)), (2, 2, 7, 9)),
-    ConvCase("k2_stride3_unread_edges", dict(filters=2, kernel_size=2, strides=3), (2, 2, 7, 9)),
-    ConvCase("k3_dilation2", dict(filters=2, kernel_size=3, dilation=2), (2, 2, 7, 9)),
-    ConvCase("k3_dilation2_same", dict(filters=2, kernel_size=3, dilation=2, padding="same"),
-             (1, 2, 7, 9)),
-    ConvCase("k23_dilation21_stride2_pad1",
-             dict(filters=3, kernel_size=(2, 3), dilation=(2, 1), strides=2, padding=1),
-             (2, 2, 7, 9)),
-    ConvCase("no_bias", dict(filters=3, kernel_size=3, padding=1, use_bias=False), (2, 2, 5, 5)),
-    ConvCase("rank3_same", dict(filters=3, kernel_size=3, padding="same"), (2, 7, 9)),
-    ConvCase("rank3_stride2", dict(filters=2, kernel_size=(3, 2), strides=2), (1, 7, 9)),
-    # "same" with strides: pads (top, bottom) per axis in the comments, from Keras's rule.
-    ConvCase("k3_same_stride2_odd",  # 7: (1, 1); 9: (1, 1)
-             dict(filters=2, kernel_size=3, strides=2, padding="same"), (2, 2, 7, 9)),
-    ConvCase("k3_same_stride2_even",  # 8: (0, 1); 6: (0, 1)
-             dict(filters=2, kernel_size=3, strides=2, padding="same"), (2, 3, 8, 6)),
-    ConvCase("k2_same_stride2_even_kernel",  # 7: (0, 1); 8: (0, 0)
-             dict(filters=2, kernel_size=2, strides=2, padding="same"), (2, 2, 7, 8)),
-    ConvCase("k4_same_stride2_batch1",  # 9: (1, 2); 6: (1, 1)
-             dict(filters=3, kernel_size=4, strides=2, padding="same"), (1, 2, 9, 6)),
-    ConvCase("k5_same_stride3",  # 8: (1, 2); 10: (2, 2)
-             dict(filters=2, kernel_size=5, strides=3, padding="same"), (2, 2, 8, 10)),
-    ConvCase("k3_dilation2_same_stride2",  # span 5; 9: (2, 2); 8: (1, 2)
-             dict(filters=2, kernel_size=3, dilation=2, strides=2, padding="same"),
-             (2, 2, 9, 8)),
-    ConvCase("k23_dilation12_same_stride21",  # 7: (0, 1); span 5, stride 1: (2, 2)
-             dict(filters=2, kernel_size=(2, 3), dilation=(1, 2), strides=(2, 1),
-                  padding="same"), (2, 2, 7, 7)),
-    ConvCase("k1_same_stride2_no_padding",  # a 1×1 kernel never needs any: 5 → 3, 4 → 2
-             dict(filters=2, kernel_size=1, strides=2, padding="same"), (2, 2, 5, 4)),
-    ConvCase("rank3_k3_same_stride2", dict(filters=2, kernel_size=3, strides=2, padding="same"),
-             (2, 8, 7)),
-]
-CASE_IDS = [case.id for case in CONV_CASES]
-
-
-def make(case: ConvCase, dtype, seed: int = 0) -> tuple[Conv2D, np.ndarray]:
-    """A Conv2D built in ``dtype`` with random W and b (b ≠ 0, so the forward check sees it)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(case.x_shape).astype(dtype)
-    layer = Conv2D(**case.kwargs)
-    layer.build(x.shape[1:], rng=rng, dtype=dtype)
-    for p in layer.parameters():
-        p.value[...] = rng.standard_normal(p.shape)
-    return layer, x
-
-
-def keras_same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    """Keras/TensorFlow's "same" padding of one axis, written here apart from the layer's."""
-    total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def torch_conv(layer: Conv2D, x_t, params_t):
-    """torch's conv2d with the layer's settings; a rank-3 x is one channel, as in ours.
-
-    torch's own padding='same' serves stride 1; torch refuses it with a stride, so there the
-    input is first padded explicitly (and asymmetrically) with F.pad by Keras's rule.
-    """
-    if x_t.ndim == 3:
-        x_t = x_t.unsqueeze(1)
-    bias = params_t[1] if layer.use_bias else None
-    padding = layer.padding
-    if padding == "same" and layer.strides != (1, 1):
-        (top, bottom), (left, right) = (
-            keras_same_pads(n, k, s, d) for n, k, s, d in zip(
-                x_t.shape[2:], layer.kernel_size, layer.strides, layer.dilation, strict=True))
-        x_t = TF.pad(x_t, (left, right, top, bottom))
-        padding = 0
-    with warnings.catch_warnings():
-        # torch notes that 'same' with an even kernel pads a copy of the input: expected here.
-        warnings.filterwarnings("ignore", "Using padding='same' with even kernel", UserWarning)
-        return TF.conv2d(x_t, params_t[0], bias, stride=layer.strides, padding=padding,
-                         dilation=layer.dilation)
-
-
-# ---------------------------------------------------------------------- the table
-@pytest.mark.parametrize("case", CONV_CASES, ids=CASE_IDS)
-def test_gradcheck_float64(case):
-    layer, x = make(case, np.float64)
-    report = cr.gradcheck(layer, x, max_entries=40)
-    assert [e.name for e in report.entries] == ["input", "W"] + (["b"] if layer.use_bias else [])
-    # Conv2D is linear in x, W and b: no kinks, every sampled entry is compared.
-    assert all(e.kinks == 0 for e in report.entries), str(report)
-    assert report.ok, str(report)
-    assert report.max_rel_error < 1e-6, str(report)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=CASE_IDS)
-def test_matches_torch(case, dtype):
-    layer, x = make(case, dtype, seed=1)
-    y = layer.forward(x, training=True)
-    g = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
-    grad_x = layer.backward(g)
-
-    x_t = to_torch(x, requires_grad=True)
-    params_t = [to_torch(p.value, requires_grad=True) for p in layer.parameters()]
-    y_t = torch_conv(layer, x_t, params_t)
-    y_t.backward(to_torch(g))
-
-    rtol = rtol_for(dtype)
-
-    def check(ours, theirs, name):
-        # Each entry is a sum of up to C·kh·kw (or N·H′·W′) products, and a sum that cancels
-        # to near zero keeps the rounding error of its terms: the tolerance is rtol relative
-        # to each entry, plus rtol relative to the array's largest entry.
-        atol = rtol * float(np.abs(theirs.detach().numpy()).max())
-        assert_close(ours, theirs, rtol, f"{case.id} {np.dtype(dtype)} {name}", atol=atol)
-
-    check(y, y_t, "forward y")
-    check(grad_x, x_t.grad, "grad_x")
-    for p, p_t in zip(layer.parameters(), params_t, strict=True):
-        check(p.grad, p_t.grad, f"{p.name}.grad")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=CASE_IDS)
-def test_dtype_kept_and_shapes(case, dtype):
-    layer, x = make(case, dtype)
-    y = layer.forward(x, training=True)
-    assert y.dtype == dtype and y.flags.c_contiguous
-    assert y.shape == (x.shape[0], *layer.output_shape)
-    assert layer.output_shape == layer.compute_output_shape(x.shape[1:])
-    grad_x = layer.backward(np.ones_like(y))
-    assert grad_x.dtype == dtype and grad_x.shape == x.shape and grad_x.flags.c_contiguous
-    for p in layer.parameters():
-        assert p.value.dtype == dtype and p.grad.dtype == dtype and p.grad.shape == p.shape
-    assert layer.forward(x, training=False).dtype == dtype
+ROWS = {case.id: case for case in CASES}
 
 
 # ---------------------------------------------------------------------- the layer's facts
@@ -277,12 +118,8 @@ def test_rank3_input_equals_one_channel_rank4():
     np.testing.assert_array_equal(a.forward(x3[:, None]), b.forward(x3))
 
 
-def test_cache_holds_the_columns_at_training_and_nothing_at_inference():
-    layer, x = make(CONV_CASES[0], np.float32)
-    layer.forward(x, training=False)
-    assert layer.cache is None
-    with pytest.raises(RuntimeError, match=r"backward\(\) needs a preceding forward"):
-        layer.backward(np.ones((x.shape[0], *layer.output_shape), np.float32))
+def test_cache_holds_the_columns_at_training():
+    layer, x = make(ROWS["conv2d-k3_valid"], np.float32, 0)
     y = layer.forward(x, training=True)
     cols, x_shape, padded_shape = layer.cache
     n, _, h_out, w_out = y.shape
@@ -290,51 +127,6 @@ def test_cache_holds_the_columns_at_training_and_nothing_at_inference():
     assert cols.flags.c_contiguous
     n_, c_, h_, w_ = x.shape
     assert x_shape == x.shape and padded_shape == (n_, h_, w_, c_)  # channels-last, unpadded
-    # An inference forward after a training one drops the training cache too.
-    layer.forward(x, training=False)
-    assert layer.cache is None
-    with pytest.raises(RuntimeError, match="training=True"):
-        layer.backward(np.ones_like(y))
-
-
-def test_backward_never_changes_parameters_and_assigns_grads():
-    layer, x = make(CONV_CASES[3], np.float64)
-    before = [p.value.copy() for p in layer.parameters()]
-    y = layer.forward(x, training=True)
-    g = np.random.default_rng(0).standard_normal(y.shape)
-    layer.backward(g)
-    first = [p.grad.copy() for p in layer.parameters()]
-    layer.backward(g)
-    for p, value, grad in zip(layer.parameters(), before, first, strict=True):
-        np.testing.assert_array_equal(p.value, value, err_msg=f"{p.name} changed")
-        np.testing.assert_array_equal(p.grad, grad, err_msg=f"{p.name}.grad accumulated")
-
-
-def test_no_input_gradient_skips_col2im_but_keeps_param_grads():
-    layer, x = make(CONV_CASES[4], np.float32)
-    y = layer.forward(x, training=True)
-    g = np.random.default_rng(0).standard_normal(y.shape).astype(np.float32)
-    layer.backward(g)
-    full = [p.grad.copy() for p in layer.parameters()]
-    assert layer.backward(g, need_input_grad=False) is None
-    for p, grad in zip(layer.parameters(), full, strict=True):
-        np.testing.assert_array_equal(p.grad, grad)
-
-
-def test_float32_intermediates_never_float64():
-    """Every NumPy operation inside forward and backward, not only the results, is float32."""
-    layer, x = make(CONV_CASES[-4], np.float32)  # dilation, stride and padding
-    for p in layer.parameters():
-        p.value = p.value.view(Spy)
-    Spy.log = []
-    try:
-        y = layer.forward(x.view(Spy), training=True)
-        grad_x = layer.backward(np.ones(y.shape, np.float32).view(Spy))
-        log = list(Spy.log)
-    finally:
-        Spy.log = []
-    assert log == [], f"float64 inside Conv2D: {sorted(set(log))}"
-    assert {y.dtype, grad_x.dtype, layer.W.grad.dtype, layer.b.grad.dtype} == {np.dtype(np.float32)}
 
 
 # ---------------------------------------------------------------------- config and saving

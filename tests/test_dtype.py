@@ -2,9 +2,9 @@
 
 NumPy 2 upcasts silently (a float32 array times an ``np.float64`` scalar or an int64 array is
 float64) and ``+=`` hides the result's dtype, so checking the arrays that come out of each layer
-is not enough. ``Spy`` is an ndarray view whose every ufunc call (including ``@``, reductions
-and ``out=`` forms) is checked: a float64 operand or result while training a float32 model is
-recorded, wherever it happens inside a layer or an optimizer.
+is not enough. ``Spy`` (in tests/helpers.py) is an ndarray view whose every ufunc call
+(including ``@``, reductions and ``out=`` forms) is checked: a float64 operand or result while
+training a float32 model is recorded, wherever it happens inside a layer or an optimizer.
 """
 
 import tracemalloc
@@ -22,55 +22,13 @@ from chainrule.layers import (
     Sigmoid,
     Softmax,
 )
-
-
-class Spy(np.ndarray):
-    """An ndarray view that logs every NumPy operation touching float64 into ``Spy.log``."""
-
-    log: list[str] = []
-
-    @staticmethod
-    def _plain(a):
-        return a.view(np.ndarray) if isinstance(a, Spy) else a
-
-    @staticmethod
-    def _is_float64(a):
-        return isinstance(a, np.ndarray | np.generic) and a.dtype == np.float64
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        out = kwargs.get("out")
-        if out is not None:
-            kwargs["out"] = tuple(self._plain(o) for o in out)
-        name = f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__
-        operands = list(inputs) + list(out or ())
-        if any(self._is_float64(a) for a in operands):
-            Spy.log.append(f"{name} with a float64 operand")
-        result = getattr(ufunc, method)(*(self._plain(a) for a in inputs), **kwargs)
-        if out is not None:
-            return out[0] if len(out) == 1 else out
-        results = result if isinstance(result, tuple) else (result,)
-        if any(self._is_float64(r) for r in results):
-            Spy.log.append(f"{name} returned float64")
-        wrapped = tuple(r.view(Spy) if isinstance(r, np.ndarray) else r for r in results)
-        return wrapped if isinstance(result, tuple) else wrapped[0]
-
-    def __array_function__(self, func, types, args, kwargs):
-        result = super().__array_function__(func, types, args, kwargs)
-        if self._is_float64(result):
-            Spy.log.append(f"np.{func.__name__} returned float64")
-        return result
-
-    def astype(self, dtype, *args, **kwargs):
-        if np.dtype(dtype) == np.float64:
-            Spy.log.append("astype(float64)")
-        return super().astype(dtype, *args, **kwargs)
+from helpers import Spy, spying
 
 
 @pytest.fixture
 def spy_log():
-    Spy.log = []
-    yield Spy.log
-    Spy.log = []
+    with spying() as log:
+        yield log
 
 
 def test_spy_catches_silent_upcasts(spy_log):

@@ -12,7 +12,7 @@ import torch
 import chainrule as cr
 from chainrule import layers, losses, models
 from chainrule.explain import backward_formula, lecture_example
-from torch_helpers import assert_close, to_torch
+from helpers import assert_close, to_torch
 
 
 def factor(step, name):

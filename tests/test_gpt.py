@@ -28,7 +28,7 @@ from torch import nn
 
 import chainrule as cr
 from chainrule import layers
-from torch_helpers import assert_close, assert_close_to_scale, to_numpy, to_torch
+from helpers import assert_close, assert_close_to_scale, to_numpy, to_torch
 
 VOCAB, WIDTH, HEADS, BLOCKS, CONTEXT = 48, 64, 4, 2, 16
 BATCH = 4

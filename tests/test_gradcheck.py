@@ -9,7 +9,7 @@ import torch
 
 import chainrule as cr
 from chainrule import layers, losses
-from torch_helpers import to_numpy, to_torch
+from helpers import to_numpy, to_torch
 
 # ---------------------------------------------------------------------- planted wrong backwards
 

@@ -10,7 +10,7 @@ import torch
 
 import chainrule as cr
 from chainrule import layers, losses
-from torch_helpers import assert_close, assert_close_to_scale, to_numpy, to_torch
+from helpers import assert_close, assert_close_to_scale, to_numpy, to_torch
 
 # ---------------------------------------------------------------------- planted wrong backwards
 #: The review's case: the two entries that carry gradient sit at probabilities 1e-3 and 2e-3.

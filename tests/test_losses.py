@@ -1,233 +1,34 @@
-"""Every loss against finite differences and against PyTorch, driven by one table; the fused and
-the unfused softmax cross-entropy give the same a − y."""
+"""Loss facts beyond the table (tests/cases.py, where every loss meets gradcheck and torch):
+logits of ±1e4, probabilities beyond the clip, the fused and the unfused softmax cross-entropy
+giving the same a − y, the 2-D sparse loss bit for bit as before ignore_index, error messages."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as TF
 
 import chainrule as cr
+from cases import CASES, np_one_hot, np_softmax
 from chainrule import layers, losses
-from chainrule.losses import Loss
-from torch_helpers import DTYPES, assert_close, rtol_for, to_torch
+from helpers import DTYPES, assert_close, rtol_for, to_torch
+from torch_refs import torch_bce_logits, torch_cross_entropy
 
 SEEDS = (0, 1, 2)
-
-
-def np_softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def np_one_hot(y, c, dtype):
-    out = np.zeros((len(y), c), dtype)
-    out[np.arange(len(y)), y] = 1
-    return out
-
-
-# ---------------------------------------------------------------------- data generators
-# Each takes (rng, N, dtype) and returns (pred, target); the class count C is drawn from rng.
-# Probabilities stay away from the clip at eps (where the loss has a kink) for the gradcheck.
-
-def regression(rng, n, dtype):
-    d = int(rng.integers(1, 5))
-    return rng.standard_normal((n, d)).astype(dtype), rng.standard_normal((n, d)).astype(dtype)
-
-
-def regression_rank3(rng, n, dtype):
-    shape = (n, 2, int(rng.integers(1, 4)))
-    return rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
-
-
-def binary_probs(rng, n, dtype):
-    d = int(rng.integers(1, 4))
-    p = rng.uniform(0.05, 0.95, (n, d))
-    return p.astype(dtype), (rng.random((n, d)) < 0.5).astype(dtype)
-
-
-def binary_probs_soft(rng, n, dtype):
-    p, _ = binary_probs(rng, n, dtype)
-    return p, rng.random(p.shape).astype(dtype)
-
-
-def binary_logits(rng, n, dtype):
-    d = int(rng.integers(1, 4))
-    return (3 * rng.standard_normal((n, d))).astype(dtype), (rng.random((n, d)) < 0.5).astype(dtype)
-
-
-def _classes(rng, n):
-    c = int(rng.integers(2, 6))
-    return c, 2 * rng.standard_normal((n, c)), rng.integers(0, c, size=n)
-
-
-def onehot_probs(rng, n, dtype):
-    c, z, y = _classes(rng, n)
-    return np_softmax(z).astype(dtype), np_one_hot(y, c, dtype)
-
-
-def onehot_logits(rng, n, dtype):
-    c, z, y = _classes(rng, n)
-    return z.astype(dtype), np_one_hot(y, c, dtype)
-
-
-def soft_logits(rng, n, dtype):
-    c, z, _ = _classes(rng, n)
-    return z.astype(dtype), np_softmax(rng.standard_normal((n, c))).astype(dtype)
-
-
-def unnormalised_logits(rng, n, dtype):
-    """Non-negative targets whose rows do not sum to 1: dL/dz = softmax(z) Σ_c t_c − t."""
-    c, z, _ = _classes(rng, n)
-    return z.astype(dtype), rng.uniform(0.0, 1.0, (n, c)).astype(dtype)
-
-
-def label_probs(rng, n, dtype):
-    _, z, y = _classes(rng, n)
-    return np_softmax(z).astype(dtype), y
-
-
-def label_logits(rng, n, dtype):
-    _, z, y = _classes(rng, n)
-    return z.astype(dtype), y
-
-
-# ---------------------------------------------------------------------- torch references
-# Each takes (pred, target, our loss) as tensors and returns torch's scalar loss. For the
-# probability paths torch gets the same clipped formula as ours.
-
-def reduce(per_sample: torch.Tensor, loss: Loss) -> torch.Tensor:
-    return per_sample.mean() if loss.reduction == "mean" else per_sample.sum()
-
-
-def torch_mse(p, t, loss):
-    scale = 0.5 if loss.half else 1.0
-    return scale * TF.mse_loss(p, t, reduction=loss.reduction)
-
-
-def torch_bce_probs(p, t, loss):
-    pc = torch.clamp(p, loss.eps, 1 - loss.eps)
-    return reduce(-(t * torch.log(pc) + (1 - t) * torch.log(1 - pc)), loss)
-
-
-def torch_bce_logits(z, t, loss):
-    return TF.binary_cross_entropy_with_logits(z, t, reduction=loss.reduction)
-
-
-def torch_cce_probs(p, t, loss):
-    return reduce(-(t * torch.log(torch.clamp(p, min=loss.eps))).sum(1), loss)
-
-
-def torch_cross_entropy(z, target, loss):
-    # Integer targets for the sparse loss, probability targets for the categorical one.
-    return TF.cross_entropy(z, target, reduction=loss.reduction)
-
-
-def torch_scce_probs(p, y, loss):
-    p_true = p.gather(1, y[:, None]).squeeze(1)
-    return reduce(-torch.log(torch.clamp(p_true, min=loss.eps)), loss)
-
-
-@dataclass(frozen=True)
-class LossCase:
-    id: str
-    factory: Callable[[], Loss]
-    make_data: Callable[[np.random.Generator, int, type], tuple[np.ndarray, np.ndarray]]
-    torch_ref: Callable[[torch.Tensor, torch.Tensor, Loss], torch.Tensor]
-    # Gradient entries that are differences of terms as large as the array's largest entry and
-    # may cancel to near 0 (s_c Σt − t_c with Σt ≠ 1): each term carries its own rounding, so such
-    # an entry has no relative accuracy and is compared with atol = rtol · max|torch's gradient|.
-    cancels: bool = False
-
-
+ROWS = {case.id: case for case in CASES}
 MSE = losses.MeanSquaredError
 BCE = losses.BinaryCrossEntropy
 CCE = losses.CategoricalCrossEntropy
 SCCE = losses.SparseCategoricalCrossEntropy
 
-LOSS_CASES = [
-    LossCase("mse", MSE, regression, torch_mse),
-    LossCase("mse_sum", lambda: MSE(reduction="sum"), regression, torch_mse),
-    LossCase("mse_half", lambda: MSE(half=True), regression, torch_mse),
-    LossCase("mse_half_sum", lambda: MSE(half=True, reduction="sum"), regression, torch_mse),
-    LossCase("mse_rank3", MSE, regression_rank3, torch_mse),
-    LossCase("bce_probs", BCE, binary_probs, torch_bce_probs),
-    LossCase("bce_probs_soft_targets", BCE, binary_probs_soft, torch_bce_probs),
-    LossCase("bce_probs_sum", lambda: BCE(reduction="sum"), binary_probs, torch_bce_probs),
-    LossCase("bce_logits", lambda: BCE(from_logits=True), binary_logits, torch_bce_logits),
-    LossCase("bce_logits_sum", lambda: BCE(from_logits=True, reduction="sum"), binary_logits,
-             torch_bce_logits),
-    LossCase("cce_probs", CCE, onehot_probs, torch_cce_probs),
-    LossCase("cce_probs_sum", lambda: CCE(reduction="sum"), onehot_probs, torch_cce_probs),
-    LossCase("cce_logits", lambda: CCE(from_logits=True), onehot_logits, torch_cross_entropy),
-    LossCase("cce_logits_soft_targets", lambda: CCE(from_logits=True), soft_logits,
-             torch_cross_entropy),
-    LossCase("cce_logits_unnormalised_targets", lambda: CCE(from_logits=True),
-             unnormalised_logits, torch_cross_entropy, cancels=True),
-    LossCase("scce_probs", SCCE, label_probs, torch_scce_probs),
-    LossCase("scce_logits", lambda: SCCE(from_logits=True), label_logits, torch_cross_entropy),
-    LossCase("scce_logits_sum", lambda: SCCE(from_logits=True, reduction="sum"), label_logits,
-             torch_cross_entropy),
-]
-CASE_IDS = [case.id for case in LOSS_CASES]
 
-
-def make(case: LossCase, dtype, seed: int):
-    rng = np.random.default_rng(seed)
-    n = 1 if seed == 0 else int(rng.integers(2, 7))
-    pred, target = case.make_data(rng, n, dtype)
-    return case.factory(), pred, target
-
-
-def torch_value_and_grad(case, loss, pred, target):
+def torch_value_and_grad(torch_ref, loss, pred, target):
+    """torch's loss value and dL/dpred, from a reference of the table (tests/cases.py)."""
     pred_t = to_torch(pred, requires_grad=True)
-    value_t = case.torch_ref(pred_t, to_torch(target), loss)
+    value_t = torch_ref(loss, pred_t, to_torch(target))
     value_t.backward()
     return value_t.item(), pred_t.grad
-
-
-# ---------------------------------------------------------------------- the table
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", LOSS_CASES, ids=CASE_IDS)
-def test_loss_matches_torch(case, dtype, seed):
-    loss, pred, target = make(case, dtype, seed)
-    rtol = rtol_for(dtype)
-    value = loss(pred, target)
-    grad = loss.backward()
-    value_t, grad_t = torch_value_and_grad(case, loss, pred, target)
-    assert isinstance(value, float)
-    assert_close(value, value_t, rtol, f"{case.id} {np.dtype(dtype)} value")
-    assert grad.dtype == dtype and grad.shape == pred.shape
-    atol = rtol * float(grad_t.abs().max()) if case.cancels else 0.0
-    assert_close(grad, grad_t, rtol, f"{case.id} {np.dtype(dtype)} dL/dpred", atol=atol)
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("case", LOSS_CASES, ids=CASE_IDS)
-def test_loss_gradcheck_float64(case, seed):
-    loss, pred, target = make(case, np.float64, seed)
-    report = cr.gradcheck(loss, pred, target, seed=seed)
-    entry = report["pred"]
-    assert entry.checked == pred.size and entry.kinks == 0, str(report)
-    assert report.ok and report.max_rel_error < 1e-6, str(report)
-
-
-@pytest.mark.parametrize("case", LOSS_CASES, ids=CASE_IDS)
-def test_loss_leaves_its_arguments_alone(case):
-    loss, pred, target = make(case, np.float32, 1)
-    pred_copy, target_copy = pred.copy(), target.copy()
-    loss(pred, target)
-    grad = loss.backward()
-    np.testing.assert_array_equal(pred, pred_copy)
-    np.testing.assert_array_equal(target, target_copy)
-    assert not np.shares_memory(grad, pred)
-    np.testing.assert_array_equal(loss.backward(), grad)
 
 
 # ---------------------------------------------------------------------- logits of ±1e4
@@ -257,7 +58,7 @@ def test_softmax_cross_entropy_from_logits_at_1e4(sparse, dtype):
     assert_close(value, exact, rtol_for(dtype), f"{name} value")
 
     z_t = to_torch(z, requires_grad=True)
-    value_t = torch_cross_entropy(z_t, to_torch(target), loss)
+    value_t = torch_cross_entropy(loss, z_t, to_torch(target))
     value_t.backward()
     assert_close(value, value_t.item(), rtol_for(dtype), f"{name} value vs torch")
     assert_close(grad, z_t.grad, rtol_for(dtype), f"{name} dL/dz vs torch")
@@ -279,7 +80,7 @@ def test_binary_cross_entropy_from_logits_at_1e4(dtype):
     e = np.exp(-np.abs(z))
     sigma = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
     np.testing.assert_array_equal(grad, (sigma - t) / 8)
-    value_t, grad_t = torch_value_and_grad(LOSS_CASES[CASE_IDS.index("bce_logits")], loss, z, t)
+    value_t, grad_t = torch_value_and_grad(torch_bce_logits, loss, z, t)
     assert_close(value, value_t, rtol_for(dtype), "bce_logits value at ±1e4")
     assert_close(grad, grad_t, rtol_for(dtype), "bce_logits dL/dz at ±1e4")
     report = cr.gradcheck(loss, z, t)
@@ -297,7 +98,7 @@ CLIPPED_Y = np.array([0, 1, 0, 2])
 def test_probabilities_beyond_the_clip_match_torch_clamp(case_id, dtype):
     """Below eps (and above 1 − eps for BCE) the clipped loss is flat: value log(eps), gradient 0,
     exactly as torch.clamp back-propagates."""
-    case = LOSS_CASES[CASE_IDS.index(case_id)]
+    case = ROWS[case_id]
     pred = CLIPPED_P.astype(dtype)
     if case_id == "scce_probs":
         target = CLIPPED_Y
@@ -310,7 +111,7 @@ def test_probabilities_beyond_the_clip_match_torch_clamp(case_id, dtype):
         value = loss(pred, target)
         grad = loss.backward()
     assert np.isfinite(value) and np.isfinite(grad).all() and grad.dtype == dtype
-    value_t, grad_t = torch_value_and_grad(case, loss, pred, target)
+    value_t, grad_t = torch_value_and_grad(case.torch_ref, loss, pred, target)
     assert_close(value, value_t, rtol_for(dtype), f"{case_id} value with clipped entries")
     assert_close(grad, grad_t, rtol_for(dtype), f"{case_id} gradient with clipped entries")
     assert grad[0, 0] == 0.0 and grad[1, 1] == 0.0
@@ -362,6 +163,67 @@ def test_fused_finite_and_unfused_bounded_at_1e4():
     assert np.isfinite(value_unfused) and not np.isnan(grad_unfused).any()
     assert np.abs(grad_unfused).max() <= 1.0
     assert value_unfused <= -np.log(1e-7) + 1e-9
+
+
+# ---------------------------------------------------------------------- sparse: 2-D bits, sequences
+def old_sparse_ce(pred, labels, from_logits, reduction, eps=1e-7):
+    """The 2-D SparseCategoricalCrossEntropy before ignore_index, verbatim: the new code must
+    give exactly these bits."""
+    n = pred.shape[0]
+    rows = np.arange(n)
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    if from_logits:
+        shifted = pred - np.max(pred, axis=-1, keepdims=True)
+        e = np.exp(shifted)
+        sum_e = np.sum(e, axis=-1)
+        value = -scale * float(np.sum(shifted[rows, labels] - np.log(sum_e)))
+        grad = e / sum_e[:, None]
+        grad[rows, labels] -= 1.0
+        grad *= scale
+        return value, grad
+    p_true = np.maximum(pred[rows, labels], eps)
+    value = -scale * float(np.sum(np.log(p_true)))
+    grad = np.zeros_like(pred)
+    grad[rows, labels] = -scale / p_true * (pred[rows, labels] >= eps)
+    return value, grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("ignore_index", [None, -100])
+def test_two_dimensional_loss_is_bit_identical(dtype, from_logits, reduction, ignore_index):
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((7, 5)).astype(dtype)
+    pred = z if from_logits else (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).astype(dtype)
+    labels = rng.integers(0, 5, 7)
+    loss = SCCE(from_logits=from_logits, reduction=reduction, ignore_index=ignore_index)
+    value, grad = loss(pred, labels), loss.backward()
+    old_value, old_grad = old_sparse_ce(pred, labels, from_logits, reduction)
+    assert value == old_value
+    assert grad.dtype == old_grad.dtype
+    np.testing.assert_array_equal(grad, old_grad)
+
+
+def test_sequence_loss_errors_and_config():
+    z = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=re.escape(
+            "SparseCategoricalCrossEntropy: labels must lie in [0, 4) (or ignore_index=-100) "
+            "for 4 output classes; found 7 at index (1, 2)")):
+        SCCE(ignore_index=-100)(z, np.array([[0, 1, -100], [2, 3, 7]]))
+    with pytest.raises(ValueError, match=r"found -100 at index \(0, 2\)"):
+        SCCE()(z, np.array([[0, 1, -100], [2, 3, 1]]))
+    with pytest.raises(ValueError, match="every label equals ignore_index=-100, so no position is "
+                                         "left to average over"):
+        SCCE(from_logits=True, ignore_index=-100)(z, np.full((2, 3), -100))
+    with pytest.raises(ValueError, match=re.escape("expected labels of shape (2, 3), got (2,)")):
+        SCCE()(z, np.array([0, 1]))
+    with pytest.raises(TypeError, match="ignore_index must be an integer label value or None"):
+        SCCE(ignore_index=0.5)
+    loss = SCCE(from_logits=True, ignore_index=-100)
+    assert loss.get_config()["ignore_index"] == -100
+    again = cr.losses.from_config("SparseCategoricalCrossEntropy", loss.get_config())
+    assert again.ignore_index == -100 and again.from_logits
 
 
 # ---------------------------------------------------------------------- error messages

@@ -1,192 +1,20 @@
-"""MaxPool2D, AvgPool2D and GlobalAveragePool2D against finite differences and PyTorch.
-
-One table of cases (id, factory, input shape, torch reference) covers pool 2/3 (and 2×3),
-strides 1/2 (overlapping and not), padding valid/same/1, odd image sizes, batch 1 and the
-rank-3 (N, H, W) form; every row goes through gradcheck in float64, equality with torch in
-float32 and float64, dtype preservation and "nothing cached at inference". Ties, padding and
-the errors have their own tests below.
-"""
+"""MaxPool2D, AvgPool2D and GlobalAveragePool2D facts beyond the table (tests/cases.py, where
+every pool size, stride, padding and shape row meets gradcheck and torch): ties and how they
+route (as torch's), overlapping windows, padding that is never the maximum and counts as
+zeros in the average, output shapes, config defaults, a model gradcheck, and the errors."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as TF
 
 import chainrule as cr
 from chainrule import layers, losses
-from chainrule.layers import AvgPool2D, GlobalAveragePool2D, Layer, MaxPool2D
-from chainrule.layers.base import make_layer
-from torch_helpers import (
-    DTYPES,
-    assert_close_to_scale,
-    rtol_for,
-    to_torch,
-)
-
-# ---------------------------------------------------------------------- torch references
-# Each takes (our layer, x as a tensor) and returns torch's output. The "same" padding is
-# computed here from Keras/TensorFlow's rule, independently of the layer, and applied with
-# F.pad (−∞ for max, 0 for average: count_include_pad=True); int padding uses torch's own.
-
-
-def same_pads(size: int, k: int, s: int) -> tuple[int, int]:
-    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-    return total // 2, total - total // 2
-
-
-def torch_pool(layer: Layer, x: torch.Tensor) -> torch.Tensor:
-    is_max = isinstance(layer, MaxPool2D)
-    x4 = x[:, None] if x.dim() == 3 else x
-    k, s, padding = layer.pool_size, layer.strides, layer.padding
-    if padding == "same":
-        top, bottom = same_pads(x4.shape[2], k[0], s[0])
-        left, right = same_pads(x4.shape[3], k[1], s[1])
-        x4 = TF.pad(x4, (left, right, top, bottom), value=-math.inf if is_max else 0.0)
-        padding = (0, 0)
-    elif padding == "valid":
-        padding = (0, 0)
-    if is_max:
-        y = TF.max_pool2d(x4, k, s, padding)
-    else:
-        y = TF.avg_pool2d(x4, k, s, padding, count_include_pad=True)
-    return y[:, 0] if x.dim() == 3 else y
-
-
-def torch_global_average(layer: Layer, x: torch.Tensor) -> torch.Tensor:
-    return TF.adaptive_avg_pool2d(x, 1).flatten(1)
-
-
-@dataclass(frozen=True)
-class PoolCase:
-    id: str
-    factory: Callable[[], Layer]
-    shape: tuple[int, ...]
-    torch_ref: Callable[[Layer, torch.Tensor], torch.Tensor]
-
-
-def _grid() -> list[PoolCase]:
-    cases = []
-    for cls in (MaxPool2D, AvgPool2D):
-        for pool in (2, 3):
-            for strides in (1, 2, None):
-                for padding in ("valid", "same", 1):
-                    # Batch 1 with odd sizes, and a batch of 3 with 3 channels and even sizes.
-                    for shape in ((1, 2, 7, 9), (3, 3, 6, 8)):
-                        size = "x".join(map(str, shape))
-                        cases.append(PoolCase(
-                            f"{cls.__name__}-k{pool}-s{strides}-p{padding}-{size}",
-                            lambda cls=cls, p=pool, s=strides, pad=padding: cls(p, s, pad),
-                            shape, torch_pool))
-        cases += [
-            PoolCase(f"{cls.__name__}-rank3", lambda cls=cls: cls(3, 2, "same"), (2, 7, 9),
-                     torch_pool),
-            PoolCase(f"{cls.__name__}-rank3-batch1", lambda cls=cls: cls(2), (1, 5, 5),
-                     torch_pool),
-            PoolCase(f"{cls.__name__}-k2x3-s1x2", lambda cls=cls: cls((2, 3), (1, 2)),
-                     (2, 2, 7, 9), torch_pool),
-            PoolCase(f"{cls.__name__}-k3x2-s2x1-same", lambda cls=cls: cls((3, 2), (2, 1), "same"),
-                     (2, 2, 7, 9), torch_pool),
-            # An even pool with a stride apart from its size, odd pads on both axes: 7 → (1, 2)
-            # rows, 10 → (1, 2) columns (the rule Conv2D shares, arguments.pad_amounts).
-            PoolCase(f"{cls.__name__}-k4-s3-same", lambda cls=cls: cls(4, 3, "same"),
-                     (2, 2, 7, 10), torch_pool),
-            PoolCase(f"{cls.__name__}-k3-p1x0", lambda cls=cls: cls(3, 1, (1, 0)),
-                     (1, 1, 5, 6), torch_pool),
-            PoolCase(f"{cls.__name__}-whole-image", lambda cls=cls: cls((7, 9)), (2, 3, 7, 9),
-                     torch_pool),
-            PoolCase(f"{cls.__name__}-s3-gaps", lambda cls=cls: cls(2, 3), (2, 2, 8, 7),
-                     torch_pool),
-        ]
-    cases += [
-        PoolCase("GlobalAveragePool2D", GlobalAveragePool2D, (3, 4, 7, 9), torch_global_average),
-        PoolCase("GlobalAveragePool2D-batch1-1x1", GlobalAveragePool2D, (1, 2, 1, 1),
-                 torch_global_average),
-    ]
-    return cases
-
-
-POOL_CASES = _grid()
-CASE_IDS = [case.id for case in POOL_CASES]
-
-
-def make(case: PoolCase, dtype, seed: int = 0) -> tuple[Layer, np.ndarray]:
-    """The layer built for ``dtype`` and a random normal input (no ties, almost surely)."""
-    rng = np.random.default_rng(1000 + seed)
-    x = rng.standard_normal(case.shape).astype(dtype)
-    layer = case.factory()
-    layer.build(x.shape[1:], dtype=dtype)
-    return layer, x
-
-
-# ---------------------------------------------------------------------- the table
-@pytest.mark.parametrize("case", POOL_CASES, ids=CASE_IDS)
-def test_gradcheck_float64(case):
-    layer, x = make(case, np.float64)
-    report = cr.gradcheck(layer, x, seed=0)
-    assert [e.name for e in report.entries] == ["input"]
-    # Normal inputs have no ties, so no max is within 2h of switching: no kinks.
-    assert all(e.checked > 0 and e.kinks == 0 for e in report.entries), str(report)
-    assert report.max_rel_error < 1e-6, str(report)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_CASES, ids=CASE_IDS)
-def test_matches_torch(case, dtype):
-    layer, x = make(case, dtype, seed=1)
-    rtol = rtol_for(dtype)
-    y = layer.forward(x, training=True)
-    assert y.shape == (x.shape[0], *layer.compute_output_shape(x.shape[1:]))
-    g = np.random.default_rng(7).standard_normal(y.shape).astype(dtype)
-    grad_x = layer.backward(g)
-
-    x_t = to_torch(x, requires_grad=True)
-    y_t = case.torch_ref(layer, x_t)
-    y_t.backward(to_torch(g))
-    assert_close_to_scale(y, y_t, rtol, f"{case.id} {np.dtype(dtype)} forward y")
-    assert_close_to_scale(grad_x, x_t.grad, rtol, f"{case.id} {np.dtype(dtype)} grad_x")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_CASES[::7], ids=CASE_IDS[::7])
-def test_dtype_kept(case, dtype):
-    layer, x = make(case, dtype)
-    y = layer.forward(x, training=True)
-    grad_x = layer.backward(np.ones_like(y))
-    assert y.dtype == dtype and grad_x.dtype == dtype and grad_x.shape == x.shape
-    assert layer.forward(x, training=False).dtype == dtype
-
-
-@pytest.mark.parametrize("case", POOL_CASES[::5], ids=CASE_IDS[::5])
-def test_nothing_cached_at_inference(case):
-    layer, x = make(case, np.float32)
-    layer.forward(x, training=False)
-    assert layer.cache is None
-    y = layer.forward(x, training=True)
-    assert layer.cache is not None
-    layer.forward(x, training=False)
-    assert layer.cache is None
-    with pytest.raises(RuntimeError, match=r"backward\(\) needs a preceding forward"):
-        layer.backward(np.ones_like(y))
-
-
-@pytest.mark.parametrize("case", POOL_CASES[::5], ids=CASE_IDS[::5])
-def test_backward_leaves_grad_y_alone_and_repeats(case):
-    layer, x = make(case, np.float64)
-    y = layer.forward(x, training=True)
-    g = np.random.default_rng(3).standard_normal(y.shape)
-    g_before = g.copy()
-    first = layer.backward(g)
-    np.testing.assert_array_equal(g, g_before)
-    np.testing.assert_array_equal(layer.backward(g), first)
-    assert layer.backward(g, need_input_grad=False) is None
+from chainrule.layers import AvgPool2D, GlobalAveragePool2D, MaxPool2D
+from helpers import DTYPES, assert_close_to_scale, to_torch
+from torch_refs import torch_pool
 
 
 # ---------------------------------------------------------------------- max pooling facts
@@ -227,7 +55,7 @@ def test_max_pool_ties_route_like_torch(pool, strides):
         g = rng.standard_normal(y.shape)
         grad_x = layer.backward(g)
         x_t = to_torch(x, requires_grad=True)
-        torch_pool(layer, x_t).backward(to_torch(g))
+        torch_pool(layer).forward(x_t).backward(to_torch(g))
         assert_close_to_scale(grad_x, x_t.grad, 1e-12, f"ties k{pool} s{strides} grad_x")
 
 
@@ -299,18 +127,6 @@ def test_compute_output_shape(layer, sample, expected):
     assert layer.output_shape == expected
     y = layer.forward(np.zeros((2, *sample), np.float32))
     assert y.shape == (2, *expected)
-
-
-@pytest.mark.parametrize("layer", [
-    MaxPool2D(), MaxPool2D((3, 2), 1, "same", name="pool"), AvgPool2D(3, 2, (1, 0)),
-    GlobalAveragePool2D(name="gap"),
-], ids=["max", "max-args", "avg", "global"])
-def test_config_round_trip(layer):
-    config = layer.get_config()
-    assert json.loads(json.dumps(config)) == config
-    twin = make_layer({"class_name": type(layer).__name__, "config": config})
-    assert type(twin) is type(layer) and twin.get_config() == config
-    assert repr(twin) == repr(layer)
 
 
 def test_config_resolves_defaults():

@@ -187,8 +187,9 @@ def explain_backward(model, x, y) -> BackwardReport:
     steps = [_loss_step(loss, out, target, grad, symbols[-1][1])]
     for i in range(len(copy.layers) - 1, -1, -1):
         layer = copy.layers[i]
+        cache = layer.cache  # what the step shows of it (backward releases it)
         grad_x = layer.backward(grad)
-        steps.append(_layer_step(layer, inputs[i], grad, grad_x, *symbols[i]))
+        steps.append(_layer_step(layer, cache, inputs[i], grad, grad_x, *symbols[i]))
         grad = grad_x
     return BackwardReport(model.name, len(x64), float(value), steps)
 
@@ -239,7 +240,7 @@ def _loss_step(loss, pred, target, grad, z: str) -> Step:
     return step
 
 
-def _layer_step(layer, x, grad_y, grad_x, x_sym: str, y_sym: str) -> Step:
+def _layer_step(layer, cache, x, grad_y, grad_x, x_sym: str, y_sym: str) -> Step:
     step = Step(f"{type(layer).__name__} '{layer.name}'", backward_formula(layer))
     g = f"dL/d{y_sym}"
     gx = f"dL/d{x_sym}"
@@ -263,7 +264,7 @@ def _layer_step(layer, x, grad_y, grad_x, x_sym: str, y_sym: str) -> Step:
         f.append(Factor(gx, f"{g} {_shape(grad_y)} reshaped → {_shape(grad_x)}", grad_x))
         return step
     f.append(Factor(g, f"from the step before {_shape(grad_y)}", grad_y))
-    local = _local_derivative(layer, x, x_sym, y_sym)
+    local = _local_derivative(layer, cache, x, x_sym, y_sym)
     if local is not None:
         label, value = local
         f.append(Factor(label, f"{_shape(value)}", value))
@@ -271,7 +272,7 @@ def _layer_step(layer, x, grad_y, grad_x, x_sym: str, y_sym: str) -> Step:
                         grad_x))
         return step
     if isinstance(layer, activations.Softmax):
-        s = layer.cache
+        s = cache
         f.append(Factor("s", f"the softmax output {_shape(s)}", s))
         f.append(Factor(gx, f"s ⊙ ({g} − ⟨{g}, s⟩) {_shape(s)} → {_shape(grad_x)}   "
                             "(the Jacobian diag(s) − s sᵀ applied, never formed)", grad_x))
@@ -279,14 +280,15 @@ def _layer_step(layer, x, grad_y, grad_x, x_sym: str, y_sym: str) -> Step:
     for p in layer.parameters():
         f.append(Factor(f"dL/d{p.name} ({layer.name})", f"{_shape(p.grad)}", p.grad))
     if isinstance(layer, BatchNorm):
-        x_hat = layer.cache[0]
+        x_hat = cache[0]
         f.insert(1, Factor("x̂", f"(x − μ) / σ, batch statistics {_shape(x_hat)}", x_hat))
     if grad_x is not None:
         f.append(Factor(gx, f"backward({g} {_shape(grad_y)}) → {_shape(grad_x)}", grad_x))
     return step
 
 
-def _local_derivative(layer, x, x_sym: str, y_sym: str) -> tuple[str, np.ndarray] | None:
+def _local_derivative(layer, cache, x, x_sym: str,
+                      y_sym: str) -> tuple[str, np.ndarray] | None:
     """The element-wise derivative d(out)/d(in) of an activation, named and as an array
     (None for other layers)."""
     if isinstance(layer, activations.ReLU):
@@ -294,11 +296,9 @@ def _local_derivative(layer, x, x_sym: str, y_sym: str) -> tuple[str, np.ndarray
     if isinstance(layer, activations.LeakyReLU):
         return f"(1 where {x_sym} > 0, else {layer.alpha:g})", np.where(x > 0, 1.0, layer.alpha)
     if isinstance(layer, activations.Sigmoid):
-        y = layer.cache
-        return f"{y_sym} (1 − {y_sym})", y * (1.0 - y)
+        return f"{y_sym} (1 − {y_sym})", cache * (1.0 - cache)
     if isinstance(layer, activations.Tanh):
-        y = layer.cache
-        return f"(1 − {y_sym}²)", 1.0 - y * y
+        return f"(1 − {y_sym}²)", 1.0 - cache * cache
     if isinstance(layer, activations.Identity):
         return "1", np.ones_like(x, dtype=np.float64)
     return None

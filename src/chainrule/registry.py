@@ -79,5 +79,9 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._classes)
 
+    def classes(self) -> list:
+        """The registered classes (each once, though it may have several names)."""
+        return list(dict.fromkeys(self._classes.values()))
+
     def __contains__(self, name) -> bool:
         return name in self._classes

@@ -192,14 +192,20 @@ class Layer:
         Returns:
             dL/dx with the shape of the forward input (None for integer inputs or when not needed).
 
+        One training forward serves one backward: backward consumes the cache (it is released,
+        so a model does not hold every layer's activations between steps), and a second
+        backward needs a new forward.
+
         Raises:
-            RuntimeError: without a preceding ``forward(x, training=True)``.
+            RuntimeError: without a preceding ``forward(x, training=True)``, or when that
+                forward's backward already ran.
             ValueError: if ``grad_y`` does not have the output's shape.
         """
         if self._grad_shape is None:
             raise RuntimeError(
                 f"{self.label}: backward() needs a preceding forward(x, training=True); "
-                "the last forward ran at inference (training=False) or none ran yet"
+                "the last forward ran at inference (training=False), none ran yet, or its "
+                "backward already ran"
             )
         grad_y = np.asarray(grad_y)
         if grad_y.shape != self._grad_shape:
@@ -212,7 +218,10 @@ class Layer:
                 f"{self.label}: backward expected grad_y of dtype {self.dtype}, "
                 f"got {grad_y.dtype}"
             )
-        return self._backward(grad_y, need_input_grad)
+        grad_x = self._backward(grad_y, need_input_grad)
+        self._grad_shape = None
+        self.cache = None
+        return grad_x
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
