@@ -37,7 +37,13 @@ DATA_ROOT = Path(
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx; the client works the same either way.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from fastapi.testclient import TestClient  # noqa: F401 - re-exported for the tests
+    from fastapi.testclient import TestClient
+
+
+def local_client(app, **kwargs) -> TestClient:
+    """A TestClient that sends ``Host: localhost``: its default name, testserver, is refused by
+    the Host check (web/limits.py)."""
+    return TestClient(app, base_url="http://localhost", **kwargs)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -113,12 +119,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(app, port: int | None = None):
-    """Serve ``app`` with uvicorn on 127.0.0.1 in a background thread; yield its base URL."""
+    """Serve ``app`` with uvicorn on 127.0.0.1 in a background thread, with the limits of
+    ``chainrule serve``; yield its base URL."""
     import uvicorn
+
+    from chainrule.web.limits import server_options
 
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
+                            lifespan="off", **server_options())
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

@@ -5,6 +5,7 @@ softmax regression and a float64 model with BatchNorm and Dropout check the expl
 """
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -19,15 +20,17 @@ import pytest
 from PIL import Image
 
 from chainrule import Sequential, cli, functional, layers, load_model, losses, models
-from chainrule.data import preprocess_digit
+from chainrule.data import dataset_files, preprocess_digit
 from chainrule.web import create_app
-from chainrule.web.explain import Explainer, Neighbours
+from chainrule.web.explain import Explainer
+from chainrule.web.limits import INLINE_PIXELS
+from chainrule.web.neighbours import Neighbours
 from serve_helpers import (
     DATA_ROOT,
-    TestClient,
     data_url,
     drawn_one,
     free_port,
+    local_client,
     mnist,
     mnist_png,
     neighbour_set,
@@ -52,7 +55,7 @@ def model(run):
 @pytest.fixture(scope="module")
 def client(run):
     app = create_app(run / "model.npz", neighbours=neighbour_set())
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 
@@ -83,13 +86,14 @@ def test_model_info_describes_the_model_and_its_run(client, model, run):
     assert info["input_shape"] == [28, 28] and info["classes"] == 10
     assert info["test_accuracy"] == manifest["final"]["test_accuracy"] > 0.8
     assert info["units"] == "hidden"
-    assert info["neighbours"] == {"available": True, "count": 5000, "source": "given",
-                                  "reason": None}
+    assert info["neighbours"] == {"available": True, "count": 5000, "dataset": "given",
+                                  "sha256": None, "reason": None}
+    assert info["training_data"] is None, "this manifest names no data"
     assert "Total params: 50,890" in info["summary"]
 
 
 def test_model_info_without_manifest_has_no_accuracy(model):
-    with TestClient(create_app(model, neighbours=False)) as c:
+    with local_client(create_app(model, neighbours=False)) as c:
         info = c.get("/api/model").json()
     assert info["test_accuracy"] is None
     assert info["neighbours"]["available"] is False
@@ -191,7 +195,8 @@ def test_a_large_photo_is_decoded_off_the_event_loop_and_agrees_with_the_cli(cli
     path = tmp_path / "photo.jpg"
     Image.fromarray(noisy.astype(np.uint8)).save(path, quality=85)
     encoded = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
-    assert 100_000 < len(encoded) < 1_000_000, "large enough for the thread pool, under 1 MB"
+    assert len(encoded) < 1_000_000, "under the body limit"
+    assert 1200 * 1200 > INLINE_PIXELS, "large enough for a worker thread"
     body = post(client, {"image": encoded}).json()
     assert cli.main(["predict", str(run / "model.npz"), str(path), "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)[0]
@@ -220,25 +225,48 @@ def test_units_of_an_mlp_are_its_most_active_hidden_units(client, model):
     assert [u["unit"] for u in units["units"]] == top.tolist()
     np.testing.assert_allclose([u["activation"] for u in units["units"]], hidden[top],
                                rtol=1e-6)
-    for u in units["units"]:
+    assert all(set(u) == {"unit", "activation"} for u in units["units"]), "no weights"
+
+
+def test_unit_images_are_every_column_of_the_first_dense_sent_once(client, model):
+    dense = model.layers[1]
+    r = client.get("/api/model/units")
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert r.headers["cache-control"] == "no-cache"
+    weights = r.json()
+    assert weights["kind"] == "hidden" and weights["layer"] == dense.name
+    assert [u["unit"] for u in weights["units"]] == list(range(64))
+    for u in weights["units"]:
         w = dense.W.value[:, u["unit"]].reshape(28, 28)
         np.testing.assert_allclose(u["weights"], w, atol=np.abs(w).max() * 1e-3)
+    # Unchanged from when each answer carried its units' images: 4 significant digits.
+    from chainrule.web.app import _display
+    assert weights["units"][5]["weights"] == _display(dense.W.value[:, 5].reshape(28, 28))
+    # Cached by the browser: the same ETag gets a 304 and no body.
+    again = client.get("/api/model/units", headers={"if-none-match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    plain = client.get("/api/model/units", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.json() == weights
+    assert int(r.headers["content-length"]) < len(plain.content) / 2
 
 
 def test_templates_of_a_softmax_regression_and_their_saliency():
     (x, y), (x_test, _) = mnist()
     model = models.softmax_regression(seed=0)
     model.fit(x[:3000], y[:3000], epochs=2, batch_size=100, seed=0, verbose=0)
-    with TestClient(create_app(model, neighbours=False)) as c:
+    with local_client(create_app(model, neighbours=False)) as c:
         assert c.get("/api/model").json()["units"] == "templates"
         body = post(c, {"pixels": x_test[0].tolist(),
                         "explain": ["units", "saliency", "neighbours"]}).json()
+        templates = c.get("/api/model/units").json()
     W = model.layers[1].W.value
     units = body["units"]
     assert units["kind"] == "templates" and [u["unit"] for u in units["units"]] == list(range(10))
     np.testing.assert_allclose([u["activation"] for u in units["units"]],
                                logits_of(model, x_test[0]), rtol=1e-6)
-    for u in units["units"]:
+    assert templates["kind"] == "templates"
+    assert [u["unit"] for u in templates["units"]] == list(range(10))
+    for u in templates["units"]:
         np.testing.assert_allclose(u["weights"], W[:, u["unit"]].reshape(28, 28),
                                    atol=np.abs(W[:, u["unit"]]).max() * 1e-3)
     # z_c = x · W[:, c] + b_c, so ∂z_c/∂x is exactly the template of the predicted class.
@@ -246,6 +274,16 @@ def test_templates_of_a_softmax_regression_and_their_saliency():
     np.testing.assert_allclose(body["saliency"], template, atol=np.abs(template).max() * 1e-3)
     assert body["neighbours"] is None
     assert body["notes"] == ["neighbours: nearest neighbours are turned off"]
+
+
+def test_a_model_without_dense_units_has_no_unit_images():
+    model = Sequential([layers.Conv2D(2, 5, input_shape=(1, 28, 28)), layers.ReLU(),
+                        layers.Flatten(), layers.Dense(10)], seed=0)
+    with local_client(create_app(model, neighbours=False)) as c:
+        r = c.get("/api/model/units")
+        body = post(c, {"pixels": [0.0] * 784, "explain": ["units"]}).json()
+    assert r.status_code == 404 and "no Dense layer" in r.json()["detail"]
+    assert body["units"] is None and body["notes"][0].startswith("units: the model has no")
 
 
 def regularised_model() -> Sequential:
@@ -369,9 +407,11 @@ def test_concurrent_neighbour_queries_are_batched_and_exact():
 
 def test_neighbours_from_the_mnist_training_set(run):
     app = create_app(run / "model.npz", data_dir=DATA_ROOT)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         info = c.get("/api/model").json()["neighbours"]
-        assert info["available"] and info["count"] == 60000
+        assert info["available"] and info["count"] == 60000 and info["dataset"] == "mnist"
+        images = dataset_files("mnist", DATA_ROOT, download=False)["train_images"]
+        assert info["sha256"] == hashlib.sha256(images.read_bytes()).hexdigest()
         (x, _), _ = mnist()
         found = post(c, {"pixels": x[59999].tolist(), "explain": ["neighbours"]}).json()
     assert found["neighbours"][0]["index"] == 59999
@@ -379,7 +419,7 @@ def test_neighbours_from_the_mnist_training_set(run):
 
 def test_without_mnist_the_app_works_and_says_why(run, tmp_path):
     app = create_app(run / "model.npz", data_dir=tmp_path)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         info = c.get("/api/model").json()["neighbours"]
         r = post(c, {"image": data_url(drawn_one()),
                      "explain": ["saliency", "units", "neighbours"]})
@@ -527,12 +567,12 @@ def test_an_unexpected_error_is_a_json_500_and_not_hidden_from_tests(model, monk
         raise RuntimeError("planted bug")
 
     monkeypatch.setattr(app.state.explainer, "predict", broken)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with local_client(app, raise_server_exceptions=False) as c:
         r = post(c, {"pixels": [0.0] * 784})
         assert r.status_code == 500
         assert r.json() == {"detail": "internal server error (RuntimeError); see the server log"}
         assert c.get("/healthz").status_code == 200
-    with TestClient(app) as c, pytest.raises(RuntimeError, match="planted bug"):
+    with local_client(app) as c, pytest.raises(RuntimeError, match="planted bug"):
         post(c, {"pixels": [0.0] * 784})
 
 

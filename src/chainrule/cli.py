@@ -564,7 +564,8 @@ def cmd_serve(args) -> int:
 
     if not Path(args.model).is_file():
         raise CLIError(f"model file not found: {args.model}")
-    serve(args.model, host=args.host, port=args.port, data_dir=args.data_dir)
+    serve(args.model, host=args.host, port=args.port, data_dir=args.data_dir,
+          allowed_hosts=args.allowed_host)
     return 0
 
 
@@ -671,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=port, default=8000, help="1 … 65535 (default 8000)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding MNIST, for the nearest training digits (never downloads)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (on the server's port) "
+                   "or NAME:PORT, besides localhost, 127.0.0.1, [::1] and --host; repeatable")
     p.set_defaults(func=cmd_serve)
 
     add_exercise_commands(sub, [common])
