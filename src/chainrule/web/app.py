@@ -50,7 +50,7 @@ from ..serialization import load_model
 from ..version import __version__
 from . import WEB_HINT, limits
 from .explain import SIDE, Explainer
-from .limits import MAX_BODY_BYTES, BodyGuard, HostGuard
+from .limits import MAX_BODY_BYTES, BodyGuard, HeadGuard
 from .neighbours import Neighbours
 from .schemas import (
     ERRORS,
@@ -275,7 +275,7 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         manifest: the run's manifest (default: manifest.json next to a model path).
         max_body_bytes: larger request bodies get a 413.
         allowed_hosts: Host header names answered besides localhost, 127.0.0.1 and [::1]
-            (``"name"`` on the server's port, or ``"name:port"``; see ``limits.HostGuard``).
+            (``"name"`` on the server's port, or ``"name:port"``; see ``limits.HeadGuard``).
 
     Raises:
         FileNotFoundError / ValueError: for a missing or invalid model file, a model that
@@ -337,7 +337,7 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
     app.state.explainer = explainer
     app.state.neighbours = index
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
-    app.add_middleware(HostGuard, allowed=allowed_hosts)
+    app.add_middleware(HeadGuard, allowed=allowed_hosts)
     _add_error_handlers(app)
 
     @app.get("/healthz", response_model=Health, tags=["service"])

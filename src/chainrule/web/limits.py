@@ -5,9 +5,10 @@ Every limit is a constant here, named in the README's serve section:
     Host header        localhost, 127.0.0.1, [::1] or the bound host, on the server's port,
                        plus the names given with ``--allowed-host``; anything else is a 400
                        (a page under another name must not reach the server: DNS rebinding)
-    request headers    at most MAX_HEADER_BYTES, complete within HEADER_TIMEOUT_S of the
-                       connection opening or of the previous answer, or the connection is
-                       closed (a 408 when part of a request had come)
+    request headers    at most MAX_HEADER_BYTES (431, or 400 while still incomplete),
+                       complete within HEADER_TIMEOUT_S of the connection opening or of the
+                       previous answer, or the connection is closed (with a 408 when part of
+                       a request had come)
     request body       JSON, at most MAX_BODY_BYTES (413), complete within BODY_TIMEOUT_S of
                        the headers (408)
     idle keep-alive    closed after KEEP_ALIVE_S
@@ -15,7 +16,7 @@ Every limit is a constant here, named in the README's serve section:
                        many requests are in progress, is answered 503 at once
     event loop         see ``inline`` below: small work on the loop, the rest in threads
 
-``BodyGuard`` and ``HostGuard`` are ASGI middleware (``create_app`` installs them); the header
+``BodyGuard`` and ``HeadGuard`` are ASGI middleware (``create_app`` installs them); the header
 deadline lives in the HTTP protocol (``guarded_h11``), since uvicorn's h11 protocol has none: an
 ASGI app only hears of a request once its headers are complete. ``server_options()`` gives
 uvicorn all of it.
@@ -165,15 +166,17 @@ def parse_host(text: str) -> tuple[str, int | None]:
     return match.group(1), port
 
 
-class HostGuard:
-    """ASGI middleware: answer only requests whose Host header names this server.
+class HeadGuard:
+    """ASGI middleware: answer only requests whose head is small and names this server.
 
-    A web page on another site can make the browser send requests to 127.0.0.1 under its own
-    name (DNS rebinding: evil.example resolves to 127.0.0.1 once the page is loaded); the
-    Host header still carries that name. Accepted: LOCAL_HOSTS and each name of ``allowed``
-    on the server's own port (the port of the socket the request came in on; no port means
-    80), and each ``allowed`` entry given with a port on exactly that port. Anything else,
-    no Host header or more than one, is a 400 JSON answer.
+    Headers over MAX_HEADER_BYTES in all get a 431 (h11 refuses them only while they are
+    incomplete, so a request arriving at once would pass). A web page on another site can
+    make the browser send requests to 127.0.0.1 under its own name (DNS rebinding:
+    evil.example resolves to 127.0.0.1 once the page is loaded); the Host header still
+    carries that name. Accepted: LOCAL_HOSTS and each name of ``allowed`` on the server's own
+    port (the port of the socket the request came in on; no port means 80), and each
+    ``allowed`` entry given with a port on exactly that port. Anything else, no Host header
+    or more than one, is a 400 JSON answer.
 
     Args:
         allowed: more names, ``"name"`` or ``"name:port"`` (see ``parse_host``), e.g. the
@@ -206,6 +209,10 @@ class HostGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        size = sum(len(key) + len(value) + 4 for key, value in scope["headers"])
+        if size > MAX_HEADER_BYTES and scope["type"] == "http":
+            return await _refuse(send, 431, f"the request headers are {size:,} bytes, more "
+                                 f"than the limit of {MAX_HEADER_BYTES:,} bytes", close=True)
         hosts = [value for key, value in scope["headers"] if key == b"host"]
         server = scope.get("server")
         server_port = server[1] if server and len(server) > 1 else None
@@ -290,7 +297,8 @@ def guarded_h11():
                                "a malformed request line or header, or headers over "
                                f"{MAX_HEADER_BYTES:,} bytes"}).encode()
             event = h11.Response(status_code=400, reason=b"Bad Request", headers=[
-                (b"content-type", b"application/json"), (b"connection", b"close")])
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()), (b"connection", b"close")])
             for part in (event, h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(part))
             self.transport.close()
