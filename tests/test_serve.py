@@ -5,6 +5,7 @@ softmax regression and a float64 model with BatchNorm and Dropout check the expl
 """
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ from PIL import Image
 
 from chainrule import Sequential, cli, functional, layers, load_model, losses, models
 from chainrule.data import dataset_files, preprocess_digit
+from chainrule.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from chainrule.web import create_app
 from chainrule.web.explain import Explainer
 from chainrule.web.limits import INLINE_PIXELS
@@ -371,6 +373,84 @@ def test_neighbours_are_the_nearest_training_images(client):
     assert [n["label"] for n in found] == y[order].tolist()
     np.testing.assert_allclose([n["distance"] for n in found], distances[order], rtol=1e-9)
     np.testing.assert_allclose(found[1]["image"], x[order[1]], atol=1e-3)
+
+
+@functools.cache
+def mnist_bytes():
+    """The 60,000 MNIST training images as uint8 (60000, 28, 28), as serve reads them, and
+    their labels."""
+    files = dataset_files("mnist", DATA_ROOT, download=False)
+    return (read_idx(files["train_images"], expect=IMAGES_MAGIC),
+            read_idx(files["train_labels"], expect=LABELS_MAGIC))
+
+
+def brute_force(images: np.ndarray, queries: np.ndarray, k: int) -> list[list[int]]:
+    """The k nearest of ``images`` (N, 784 float32) to each query by float64 distances over
+    all N, ties by the lower index: a float64 matrix product ranks every image, then every
+    image within 1e-6 of the k-th squared distance is measured directly, ‖t − x‖."""
+    t = images.astype(np.float64)
+    q = queries.reshape(len(queries), -1).astype(np.float64)
+    squared = (t * t).sum(1) - 2.0 * (q @ t.T) + (q * q).sum(1)[:, None]  # (Q, N)
+    answers = []
+    for row, x in zip(squared, q, strict=True):
+        near = np.flatnonzero(row <= np.partition(row, k - 1)[k - 1] + 1e-6)
+        exact = np.linalg.norm(t[near] - x, axis=1)
+        answers.append(near[np.lexsort((near, exact))[:k]].tolist())
+    return answers
+
+
+def test_neighbours_are_exactly_the_nearest_of_the_60000_mnist_digits():
+    images, labels = mnist_bytes()
+    index = Neighbours(images, labels)
+    train = images.reshape(60000, 784).astype(np.float32) / np.float32(255.0)
+    (_, _), (x_test, _) = mnist()
+    rng = np.random.default_rng(0)
+    queries = np.concatenate([
+        x_test[:150].reshape(-1, 784),                        # digits the model never saw
+        train[[0, 1234, 59999]],                              # training digits: distance 0
+        np.clip(train[[7, 77]] + rng.normal(0, 0.2, (2, 784)), 0, 1),   # noisy copies
+        0.5 * x_test[150:152].reshape(-1, 784),               # faint digits
+        np.zeros((1, 784)), np.ones((1, 784)),                # blank, all ink
+        rng.random((2, 784)),                                 # noise
+        preprocess_digit(Image.open(io.BytesIO(drawn_one()))).reshape(1, 784),  # the page
+    ]).astype(np.float32)
+    expected = brute_force(train, queries, 5)
+    for x, want in zip(queries, expected, strict=True):
+        found = index.query(x, 5)
+        assert [n["index"] for n in found] == want
+        exact = np.linalg.norm(train[want].astype(np.float64) - x.astype(np.float64), axis=1)
+        assert [n["distance"] for n in found] == exact.tolist()
+        assert [n["label"] for n in found] == labels[want].tolist()
+        np.testing.assert_array_equal(found[0]["image"].reshape(784), train[want[0]])
+    # Every bound is below the distance it bounds, for every training digit.
+    t = train.astype(np.float64)
+    for x in queries[::20]:
+        squared = ((t - x.astype(np.float64)) ** 2).sum(1)
+        assert np.all(index.bounds(x).astype(np.float64) <= squared), "a bound is too high"
+
+
+def test_neighbour_ties_go_to_the_lower_index():
+    """MNIST holds no two identical training digits: the ties here come from copies."""
+    images, labels = mnist_bytes()
+    part, part_labels = images[:20000], labels[:20000]
+    train = part.reshape(-1, 784).astype(np.float32) / np.float32(255.0)
+    (_, _), (x_test, _) = mnist()
+    x = x_test[3]
+    i1, i2, i3, i4, i5 = brute_force(train, x[None], 5)[0]
+    # Copies after the originals: of i1 (a tie at the top) and of i5 (a tie at the 5th place).
+    after = Neighbours(np.concatenate([part, part[[i1, i5]]]),
+                       np.concatenate([part_labels, part_labels[[i1, i5]]]))
+    n = len(part)
+    assert [f["index"] for f in after.query(x, 5)] == [i1, n, i2, i3, i4]
+    assert [f["index"] for f in after.query(x, 7)] == [i1, n, i2, i3, i4, i5, n + 1]
+    # A copy of the 5th before everything: it wins the tie and the original drops out.
+    before = Neighbours(np.concatenate([part[[i5]], part]),
+                        np.concatenate([part_labels[[i5]], part_labels]))
+    found = before.query(x, 5)
+    assert [f["index"] for f in found] == [i1 + 1, i2 + 1, i3 + 1, i4 + 1, 0]
+    assert found[3]["distance"] < found[4]["distance"]
+    assert before.query(x, 6)[5]["index"] == i5 + 1
+    assert before.query(x, 6)[5]["distance"] == found[4]["distance"]
 
 
 def test_neighbours_norm_trick_ranks_like_brute_force():
