@@ -206,6 +206,37 @@ def test_a_large_photo_is_decoded_off_the_event_loop_and_agrees_with_the_cli(cli
     assert body["probabilities"] == expected["probabilities"]
 
 
+def test_pictures_read_in_worker_processes_give_the_same_answers(client, model):
+    (_, _), (x_test, _) = mnist()
+    pictures = [drawn_one(), mnist_png(x_test[11]), png_bytes(Image.new("L", (3000, 2000)))]
+    app = create_app(model, neighbours=neighbour_set(), processes=2)
+    with local_client(app) as c:
+        assert len(app.state.readers._pool._processes) == 2
+        for png in pictures:
+            body = {"image": data_url(png), "explain": ["saliency", "units", "neighbours"]}
+            assert post(c, body).json() == post(client, body).json()
+        r = post(c, {"image": data_url(png_bytes(Image.new("L", (5000, 5000))))})
+        assert r.status_code == 422 and "too large" in r.json()["detail"]
+        r = post(c, {"image": data_url(drawn_one()[:300])})
+        assert r.status_code == 422 and "corrupt or truncated" in r.json()["detail"]
+    assert app.state.readers._pool is None, "the workers stop with the app"
+
+
+def test_a_dead_picture_worker_is_replaced(model):
+    app = create_app(model, neighbours=False, processes=1)
+    with local_client(app) as c:
+        good = {"image": data_url(drawn_one())}
+        assert post(c, good).status_code == 200
+        for worker in list(app.state.readers._pool._processes.values()):
+            worker.kill()
+            worker.join()
+        r = post(c, good)
+        if r.status_code == 503:  # the pool noticed with this request; the next one is new
+            assert "died" in r.json()["detail"]
+            r = post(c, good)
+        assert r.status_code == 200 and r.json()["class"] == 1
+
+
 def test_a_blank_drawing_is_empty(client):
     blank = png_bytes(Image.new("RGB", (280, 280), "white"))
     body = post(client, {"image": data_url(blank), "explain": ["saliency"]}).json()

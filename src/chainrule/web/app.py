@@ -30,21 +30,16 @@ JSON 500 and logged; Starlette re-raises it after responding, so the server keep
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
 import gzip
 import hashlib
-import io
 import json
 import logging
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
-from ..data import ImageTooLargeError, check_image_size, open_image, preprocess_digit
-from ..data.preprocess import declared_size
 from ..model import Sequential
 from ..serialization import load_model
 from ..version import __version__
@@ -52,6 +47,7 @@ from . import WEB_HINT, limits
 from .explain import SIDE, Explainer
 from .limits import MAX_BODY_BYTES, BodyGuard, HeadGuard
 from .neighbours import Neighbours
+from .pictures import PictureError, Readers, WorkerLost, declared_pixels, picture_bytes, read_digit
 from .schemas import (
     ERRORS,
     DataFile,
@@ -74,7 +70,6 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
-    from PIL import Image, UnidentifiedImageError
 except ImportError as exc:  # pragma: no cover - exercised without the web extra
     raise ImportError(f"{WEB_HINT} ({exc})") from exc
 
@@ -91,75 +86,6 @@ class APIError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-_DATA_URL = re.compile(r"^data:([\w.+/-]*)((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,", re.ASCII)
-
-
-def image_bytes(text: str) -> bytes:
-    """The bytes of a picture sent as a data URL or plain base64 (line breaks allowed).
-
-    Raises:
-        APIError: 422 for a data URL that is not base64, bad base64, or no bytes.
-    """
-    match = _DATA_URL.match(text)
-    if match:
-        if not match.group(3):
-            raise APIError(422, "image: the data URL must be base64-encoded "
-                           "('data:image/png;base64,…')")
-        text = text[match.end():]
-    try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise APIError(422, "image: not valid base64; send a data URL such as "
-                       "canvas.toDataURL('image/png') or the base64 of an image file") from None
-    if not raw:
-        raise APIError(422, "image: empty; send the base64 of a PNG or JPEG file")
-    return raw
-
-
-def _read_picture(raw: bytes, read):
-    """``read(file)`` on the bytes, with Pillow's errors as 422 APIErrors."""
-    try:
-        return read(io.BytesIO(raw))
-    except ImageTooLargeError as exc:
-        raise APIError(422, f"image: {exc}") from None
-    except UnidentifiedImageError:
-        raise APIError(422, f"image: the {len(raw):,} bytes are not a picture; send a PNG, "
-                       "JPEG, GIF, BMP or WebP file") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile bytes
-        raise APIError(422, f"image: the picture is corrupt or truncated ({exc}); send a "
-                       "complete PNG, JPEG, GIF, BMP or WebP file") from None
-
-
-def declared_pixels(raw: bytes) -> int:
-    """Width × height from the picture's header, no pixel decoded; refuses one over
-    ``chainrule.data.MAX_IMAGE_PIXELS``.
-
-    Raises:
-        APIError: 422 for a non-image or one too large.
-    """
-    width, height = _read_picture(raw, declared_size)
-    try:
-        check_image_size(width, height)
-    except ImageTooLargeError as exc:
-        raise APIError(422, f"image: {exc}") from None
-    return width * height
-
-
-def decode_image(data: str | bytes) -> Image.Image:
-    """Decode a picture (its bytes, or a data URL / base64 text) into a loaded PIL image, as
-    ``chainrule predict`` does.
-
-    ``chainrule.data.open_image`` checks the declared size against
-    ``chainrule.data.MAX_IMAGE_PIXELS`` before decoding and reduces the picture to the
-    working resolution of ``preprocess_digit`` while decoding.
-
-    Raises:
-        APIError: 422 for bad base64, a non-image, an undecodable or too large image.
-    """
-    raw = image_bytes(data) if isinstance(data, str) else data
-    return _read_picture(raw, open_image)
 
 
 def _display(a: np.ndarray, digits: int = 4) -> list:
@@ -261,7 +187,7 @@ def _float(text: str) -> float:
 # --------------------------------------------------------------------------- the app
 def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True,
                manifest: dict | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               allowed_hosts=()) -> FastAPI:
+               allowed_hosts=(), processes: int = 0) -> FastAPI:
     """Build the FastAPI app serving ``model``.
 
     Args:
@@ -276,6 +202,9 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         max_body_bytes: larger request bodies get a 413.
         allowed_hosts: Host header names answered besides localhost, 127.0.0.1 and [::1]
             (``"name"`` on the server's port, or ``"name:port"``; see ``limits.HeadGuard``).
+        processes: read pictures in this many worker processes (``pictures.Readers``,
+            started with the app's lifespan); 0 reads them in the server's own process, on
+            the event loop or in a worker thread as ``limits.inline`` says.
 
     Raises:
         FileNotFoundError / ValueError: for a missing or invalid model file, a model that
@@ -325,6 +254,17 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         version=__version__,
     )
     units = _unit_images(explainer)
+    readers = Readers(processes, limits.IMAGE_WORKERS) if processes else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if readers is not None:
+            await run_in_threadpool(readers.start)
+        try:
+            yield
+        finally:
+            if readers is not None:
+                readers.close()
 
     app = FastAPI(
         title="chainrule serve",
@@ -333,9 +273,11 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         "you draw one.",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.explainer = explainer
     app.state.neighbours = index
+    app.state.readers = readers
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
     app.add_middleware(HeadGuard, allowed=allowed_hosts)
     _add_error_handlers(app)
@@ -368,15 +310,10 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
                             headers={**headers, "Content-Encoding": "gzip"})
         return Response(body, media_type="application/json", headers=headers)
 
-    def answer(request: PredictRequest, raw: bytes | None) -> bytes:
-        if raw is not None:
-            picture = decode_image(raw)
-            try:
-                x = preprocess_digit(picture)
-            except ValueError as exc:
-                raise APIError(422, f"image: {exc}") from None
-        else:
-            x = np.asarray(request.pixels, dtype=np.float32).reshape(SIDE, SIDE)
+    def answer(request: PredictRequest, raw: bytes | None, x: np.ndarray | None) -> bytes:
+        if x is None:
+            x = (read_digit(raw) if raw is not None
+                 else np.asarray(request.pixels, dtype=np.float32).reshape(SIDE, SIDE))
         result = explainer.predict(x)
         response = PredictResponse(
             class_=result["class"],
@@ -413,21 +350,24 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
               tags=["model"])
     async def predict(request: PredictRequest) -> Response:
         """Classify one digit; optionally explain the decision."""
-        # The event loop answers small work itself and hands the rest to worker threads (the
-        # rule is limits.inline): a picture's size is read from its header before any pixel
-        # is decoded, so a small file declaring a huge picture goes to a worker too, and large
-        # pictures are decoded one at a time.
-        raw = pixels = None
+        # A picture's size is read from its header before any pixel is decoded. With worker
+        # processes, they read every picture (large ones one at a time); without, the event
+        # loop reads small ones itself and hands large ones to a worker thread, one at a time.
+        # What is left is answered on the loop or in a worker thread as limits.inline says.
+        raw = x = pixels = None
         if request.image is not None:
-            raw = image_bytes(request.image)
+            raw = picture_bytes(request.image)
             pixels = declared_pixels(raw)
+            if readers is not None:
+                x = await readers.read(raw, large=pixels > limits.INLINE_PIXELS)
+                raw = pixels = None
         if limits.inline(explainer.multiply_adds, pixels, "neighbours" in request.explain):
-            body = answer(request, raw)
+            body = answer(request, raw, x)
         elif pixels is not None and pixels > limits.INLINE_PIXELS:
             async with large_pictures:
-                body = await run_in_threadpool(answer, request, raw)
+                body = await run_in_threadpool(answer, request, raw, x)
         else:
-            body = await run_in_threadpool(answer, request, raw)
+            body = await run_in_threadpool(answer, request, raw, x)
         return Response(body, media_type="application/json")
 
     @app.get("/", include_in_schema=False)
@@ -464,6 +404,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(PictureError)
+    async def picture_error(request: Request, exc: PictureError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(WorkerLost)
+    async def worker_lost(request: Request, exc: WorkerLost):
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -502,7 +450,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 def serve(model, host: str = "127.0.0.1", port: int = 8000, data_dir=None,
           log_level: str = "info", allowed_hosts=()) -> None:
     """Run the app with uvicorn until Ctrl-C (``chainrule serve``), with the limits of
-    ``web/limits.py`` and one BLAS thread (see ``_one_blas_thread``).
+    ``web/limits.py``, pictures read in ``limits.PICTURE_PROCESSES`` worker processes, and one
+    BLAS thread (see ``_one_blas_thread``).
 
     Args:
         allowed_hosts: Host header names to answer besides the local ones and ``host``.
@@ -526,7 +475,8 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, data_dir=None,
     except ValueError:
         pass  # not a name a Host header can carry; uvicorn says what is wrong with it
     _one_blas_thread()
-    app = create_app(model, data_dir=data_dir, allowed_hosts=names)
+    app = create_app(model, data_dir=data_dir, allowed_hosts=names,
+                     processes=limits.PICTURE_PROCESSES)
     shown = f"[{host}]" if ":" in host else host
     print(f"chainrule serve: open http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, **limits.server_options())

@@ -46,6 +46,9 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 INLINE_PIXELS = 256 * 256
 INLINE_MULTIPLY_ADDS = 1_000_000
 IMAGE_WORKERS = 1
+# chainrule serve reads every picture in worker processes (pictures.Readers): preprocess_digit
+# holds the GIL, so only processes spread it over the cores.
+PICTURE_PROCESSES = 2
 
 
 def inline(multiply_adds: int | None, pixels: int | None, neighbours: bool) -> bool:

@@ -188,6 +188,7 @@ ERRORS = {
     415: {"model": ErrorBody, "description": "body not sent as application/json"},
     422: {"model": ErrorBody, "description": "malformed JSON, wrong fields or values, "
           "unreadable image"},
+    503: {"model": ErrorBody, "description": "the worker process reading the picture died"},
 }
 
 
