@@ -17,7 +17,9 @@ folder (the weights do not change the cost of a request). This is a benchmark, n
 
 Scenarios: the page's request while drawing (a 140×140 PNG data URL; preprocess_digit, the
 forward pass, saliency and hidden units), the page's request on pen-up (the same plus the 5
-nearest of the 60,000 training digits, when MNIST is found), a bare PNG, and 784 pixels.
+nearest of the 60,000 training digits, when MNIST is found), a bare PNG, and 784 pixels. The
+units' weight images are not in these answers: the page fetches them once
+(GET /api/model/units), whose size is printed above the table.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -190,6 +193,20 @@ def response_size(base: str, body: bytes) -> int:
         return len(answer.read())
 
 
+def units_size(base: str) -> tuple[int, int] | None:
+    """Bytes of GET /api/model/units as JSON and as gzip, or None for a model without units."""
+    sizes = []
+    for encoding in ("identity", "gzip"):
+        request = urllib.request.Request(base + "/api/model/units",
+                                         headers={"Accept-Encoding": encoding})
+        try:
+            with urllib.request.urlopen(request) as answer:
+                sizes.append(len(answer.read()))
+        except urllib.error.HTTPError:
+            return None
+    return sizes[0], sizes[1]
+
+
 def main() -> None:
     args = parse_args()
     load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -203,6 +220,7 @@ def main() -> None:
             try:
                 with urllib.request.urlopen(base + "/api/model") as r:
                     info = json.load(r)
+                units = units_size(base)
                 all_bodies = bodies()
                 results = {}
                 for name in args.scenarios.split(","):
@@ -225,6 +243,9 @@ def main() -> None:
           f"{platform.python_version()}, NumPy {np.__version__}")
     print(f"load average (1, 5, 15 min) before: {load_before}; after: {load_after} (server, "
           f"clients and any other job share the cores; client: {args.client})")
+    if units:
+        print(f"unit images (GET /api/model/units, once per page): {units[1] / 1000:,.0f} kB "
+              f"gzip ({units[0] / 1000:,.0f} kB of JSON)")
     print(f"{args.requests:,} requests per row from {args.clients} concurrent keep-alive clients "
           "over loopback\n")
     print("| request | body | response | requests/s | p50 ms | p99 ms | max ms | errors |")

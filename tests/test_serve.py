@@ -5,16 +5,19 @@ softmax regression and a float64 model with BatchNorm and Dropout check the expl
 """
 
 import base64
+import contextlib
 import functools
 import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +41,7 @@ from serve_helpers import (
     neighbour_set,
     one_blas_thread,  # noqa: F401 - an autouse fixture
     png_bytes,
+    serve_process,
     trained_run,
 )
 
@@ -701,6 +705,24 @@ def test_serve_defaults_to_loopback_and_reports_a_missing_model(tmp_path, capsys
     assert (args.host, args.port) == ("127.0.0.1", 8000)
     assert cli.main(["serve", str(tmp_path / "missing.npz")]) == 1
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_a_killed_server_leaves_no_worker_behind(run, tmp_path):
+    with serve_process(run / "model.npz", data_dir=tmp_path) as server:
+        tasks = Path(f"/proc/{server.proc.pid}/task").glob("*/children")  # every thread's
+        workers = [int(pid) for children in tasks for pid in children.read_text().split()]
+        assert len(workers) >= 2, "the picture workers (and multiprocessing's tracker)"
+        server.proc.kill()
+        server.proc.wait()
+        deadline = time.monotonic() + 10
+        try:
+            while any(Path(f"/proc/{pid}").exists() for pid in workers):
+                assert time.monotonic() < deadline, "a worker outlived the server"
+                time.sleep(0.1)
+        finally:
+            for pid in workers:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_chainrule_serve_runs_a_server(run, tmp_path):

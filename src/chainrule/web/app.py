@@ -17,14 +17,16 @@ Images go through ``chainrule.data.preprocess_digit``, as in ``chainrule predict
 and the command line give the same class and probabilities for the same picture.
 
 Every bad request gets a 4xx JSON ``{"detail": "<what was wrong and how to fix it>"}``: 400 for
-a Host header naming another server, 408 for a body that does not arrive in time, 413 for a
-body over ``max_body_bytes``, 415 for a body that is not ``application/json``, 422 for
-malformed JSON, wrong fields, a wrong number of pixels, NaN/inf or out-of-range values
-(Python's JSON parser accepts the literals NaN and Infinity), and data that is not a readable
-image (or a float image holding NaN or inf). ``web/limits.py`` holds these limits and the rule
-for which requests the event loop answers itself. An unexpected exception is answered with a
-JSON 500 and logged; Starlette re-raises it after responding, so the server keeps serving and
-``TestClient`` still surfaces the bug.
+a Host header naming another server or a malformed request, 408 for a request that does not
+arrive in time, 413 for a body over ``max_body_bytes``, 415 for a body that is not
+``application/json``, 422 for malformed JSON, wrong fields, a wrong number of pixels, NaN/inf
+or out-of-range values (Python's JSON parser accepts the literals NaN and Infinity), and data
+that is not a readable image (or a float image holding NaN or inf), 431 for headers over 16 KiB.
+``web/limits.py`` holds these limits and the rule for which requests the event loop answers
+itself; ``web/pictures.py`` reads pictures, in worker processes under ``chainrule serve`` (a
+503 if one dies). An unexpected exception is answered with a JSON 500 and logged; Starlette
+re-raises it after responding, so the server keeps serving and ``TestClient`` still surfaces
+the bug.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ NEIGHBOURS_K = 5
 log = logging.getLogger("chainrule.web")
 
 
-# --------------------------------------------------------------------------- input checks
+# --------------------------------------------------------------------------- answers
 class APIError(Exception):
     """A request the API refuses: answered as ``{"detail": message}`` with ``status``."""
 
@@ -124,8 +126,8 @@ def _load_neighbours(data_dir) -> tuple[Neighbours | None, str | None]:
         return Neighbours(images, labels, dataset="mnist",
                           sha256=_sha256(files["train_images"])), None
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("chainrule serve: no nearest neighbours: %s", first)
+        log.warning("chainrule serve: no nearest neighbours: %s",
+                    " ".join(str(exc).split()) or type(exc).__name__)
         return None, ("the MNIST training set was not found (the server's log says where it "
                       "looked); set CHAINRULE_DATA or pass --data-dir to show the nearest "
                       "training digits")
@@ -169,19 +171,16 @@ def training_data(manifest: dict | None) -> TrainingData | None:
 
 
 def _gzip_accepted(header: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (``gzip`` or ``*``, not with q=0)."""
     for part in header.split(","):
-        name, _, params = part.strip().partition(";")
+        name, _, params = part.partition(";")
         if name.strip().lower() in ("gzip", "*"):
-            q = params.strip().removeprefix("q=").strip()
-            return not q or _float(q) > 0
+            q = params.strip().removeprefix("q=")
+            try:
+                return not q or float(q) > 0
+            except ValueError:
+                return False
     return False
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0
 
 
 # --------------------------------------------------------------------------- the app
@@ -487,8 +486,9 @@ def _one_blas_thread() -> None:
 
     A digit's products are far too small to split (784 × 256: 0.01 ms on one thread, three
     times that split in two), the server already works on several requests at once (event
-    loop and worker threads), and on a busy machine a BLAS thread waiting for a core makes the
-    neighbours' product of 15 MB ten times slower (2 ms → 16 ms, measured on 2 shared cores).
+    loop, worker threads and processes), and on a busy machine a BLAS thread waiting for a
+    core made the neighbours' product of 15.6 MB eight times slower (2 ms → 16 ms, measured
+    on 2 shared cores).
     """
     try:
         from threadpoolctl import threadpool_limits

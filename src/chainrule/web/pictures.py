@@ -21,9 +21,11 @@ import concurrent.futures
 import io
 import logging
 import multiprocessing
+import os
 import re
 import signal
 import threading
+import time
 
 import numpy as np
 
@@ -119,9 +121,19 @@ def _read_in_worker(raw: bytes) -> tuple[str, object]:
         return "refused", "image: the picture needs more memory than this server has"
 
 
-def _worker_start() -> None:
-    """Ctrl-C reaches the whole process group: the server stops its workers itself."""
+def _worker_start(parent: int) -> None:
+    """In each worker: ignore Ctrl-C (it reaches the whole process group, and the server stops
+    its workers itself), and exit once the server (pid ``parent``) is gone, even killed (a
+    worker waiting for a picture would not notice: the other workers hold the queue's pipe
+    open)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="chainrule-parent-watch", daemon=True).start()
 
 
 def _warm() -> None:
@@ -154,7 +166,7 @@ class Readers:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     self.processes, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_worker_start)
+                    initializer=_worker_start, initargs=(os.getpid(),))
             return self._pool
 
     def start(self) -> None:
