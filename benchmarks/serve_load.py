@@ -54,6 +54,8 @@ def parse_args():
     parser.add_argument("--scenarios", default="drawing,pen-up,png,pixels")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="raw: a minimal asyncio HTTP/1.1 client; httpx: httpx.AsyncClient")
+    parser.add_argument("--picture-workers", type=int, default=None,
+                        help="passed to chainrule serve (default: its own default, 2)")
     return parser.parse_args()
 
 
@@ -98,11 +100,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, data_dir, log) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, data_dir, log, picture_workers=None
+                 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "chainrule", "serve", str(model), "--port", str(port)]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
+    if picture_workers is not None:
+        command += ["--picture-workers", str(picture_workers)]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -216,7 +221,7 @@ def main() -> None:
         model = Path(args.model) if args.model else quick_mlp(tmp, data_dir)
         log_path = tmp / "server.log"
         with open(log_path, "wb") as log:
-            server, base = start_server(model, data_dir, log)
+            server, base = start_server(model, data_dir, log, args.picture_workers)
             try:
                 with urllib.request.urlopen(base + "/api/model") as r:
                     info = json.load(r)
@@ -241,8 +246,10 @@ def main() -> None:
           f"neighbours: {info['neighbours']['count']:,} training digits")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, NumPy {np.__version__}")
+    workers = "default" if args.picture_workers is None else args.picture_workers
     print(f"load average (1, 5, 15 min) before: {load_before}; after: {load_after} (server, "
-          f"clients and any other job share the cores; client: {args.client})")
+          f"clients and any other job share the cores; client: {args.client}; picture "
+          f"workers: {workers})")
     if units:
         print(f"unit images (GET /api/model/units, once per page): {units[1] / 1000:,.0f} kB "
               f"gzip ({units[0] / 1000:,.0f} kB of JSON)")

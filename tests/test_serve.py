@@ -703,6 +703,7 @@ def test_web_extra_missing_gives_an_install_hint(monkeypatch):
 def test_serve_defaults_to_loopback_and_reports_a_missing_model(tmp_path, capsys):
     args = cli.build_parser().parse_args(["serve", "m.npz"])
     assert (args.host, args.port) == ("127.0.0.1", 8000)
+    assert args.allowed_host == [] and args.picture_workers == 2
     assert cli.main(["serve", str(tmp_path / "missing.npz")]) == 1
     assert "model file not found" in capsys.readouterr().err
 

@@ -447,13 +447,15 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def serve(model, host: str = "127.0.0.1", port: int = 8000, data_dir=None,
-          log_level: str = "info", allowed_hosts=()) -> None:
+          log_level: str = "info", allowed_hosts=(),
+          picture_workers: int = limits.PICTURE_PROCESSES) -> None:
     """Run the app with uvicorn until Ctrl-C (``chainrule serve``), with the limits of
-    ``web/limits.py``, pictures read in ``limits.PICTURE_PROCESSES`` worker processes, and one
-    BLAS thread (see ``_one_blas_thread``).
+    ``web/limits.py``, pictures read in worker processes, and one BLAS thread (see
+    ``_one_blas_thread``).
 
     Args:
         allowed_hosts: Host header names to answer besides the local ones and ``host``.
+        picture_workers: processes that read pictures (0: the server's own process).
 
     Raises:
         ImportError: without uvicorn (install the ``web`` extra).
@@ -474,8 +476,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, data_dir=None,
     except ValueError:
         pass  # not a name a Host header can carry; uvicorn says what is wrong with it
     _one_blas_thread()
-    app = create_app(model, data_dir=data_dir, allowed_hosts=names,
-                     processes=limits.PICTURE_PROCESSES)
+    app = create_app(model, data_dir=data_dir, allowed_hosts=names, processes=picture_workers)
     shown = f"[{host}]" if ":" in host else host
     print(f"chainrule serve: open http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, **limits.server_options())
