@@ -49,7 +49,15 @@ from . import WEB_HINT, limits
 from .explain import SIDE, Explainer
 from .limits import MAX_BODY_BYTES, BodyGuard, HeadGuard
 from .neighbours import Neighbours
-from .pictures import PictureError, Readers, WorkerLost, declared_pixels, picture_bytes, read_digit
+from .pictures import (
+    PictureError,
+    Readers,
+    WorkerLost,
+    declared_pixels,
+    decode_picture,
+    picture_bytes,
+    read_digit,
+)
 from .schemas import (
     ERRORS,
     DataFile,
@@ -88,6 +96,19 @@ class APIError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def decode_image(data: str | bytes):
+    """The loaded PIL image of a picture sent as a data URL or base64 text (or its bytes), as
+    the server reads it (``pictures.picture_bytes`` and ``pictures.decode_picture``).
+
+    Raises:
+        APIError: 422 for bad base64, a non-image, an undecodable or too large image.
+    """
+    try:
+        return decode_picture(picture_bytes(data) if isinstance(data, str) else data)
+    except PictureError as exc:
+        raise APIError(422, str(exc)) from None
 
 
 def _display(a: np.ndarray, digits: int = 4) -> list:

@@ -14,7 +14,8 @@ Every limit is a constant here, named in the README's serve section:
     idle keep-alive    closed after KEEP_ALIVE_S
     connections        a request arriving while MAX_CONNECTIONS connections are open, or as
                        many requests are in progress, is answered 503 at once
-    event loop         see ``inline`` below: small work on the loop, the rest in threads
+    event loop         see ``inline`` below: small work on the loop, the rest in threads;
+                       under chainrule serve pictures are read in worker processes
 
 ``BodyGuard`` and ``HeadGuard`` are ASGI middleware (``create_app`` installs them); the header
 deadline lives in the HTTP protocol (``guarded_h11``), since uvicorn's h11 protocol has none: an
@@ -37,17 +38,19 @@ KEEP_ALIVE_S = 5
 MAX_CONNECTIONS = 128
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
-# The event loop answers a request itself when its work is small: a worker thread costs more
-# than a millisecond of work. Pictures declaring more than INLINE_PIXELS pixels (the page
-# sends 140 × 140) are decoded in a worker thread, one at a time (IMAGE_WORKERS), and so are
-# the neighbour searches and every request to a model of more than INLINE_MULTIPLY_ADDS
-# multiply-adds per digit (``explain.multiply_adds``: 270,096 for the MLP 784-256-256-10,
-# 4.0 million for the CNN preset).
+# The event loop answers a request itself when its work is small: handing a millisecond of
+# work to a worker thread costs more than the work (40% of the page's request throughput on
+# 2 cores, measured when serve was written). Pictures declaring more than INLINE_PIXELS pixels
+# (the page sends 140 × 140) are decoded in a worker thread, one at a time (IMAGE_WORKERS),
+# and so are the neighbour searches and every request to a model of more than
+# INLINE_MULTIPLY_ADDS multiply-adds per digit (``explain.multiply_adds``: 270,096 for the MLP
+# 784-256-256-10, 4.0 million for the CNN preset).
 INLINE_PIXELS = 256 * 256
 INLINE_MULTIPLY_ADDS = 1_000_000
 IMAGE_WORKERS = 1
-# chainrule serve reads every picture in worker processes (pictures.Readers): preprocess_digit
-# holds the GIL, so only processes spread it over the cores.
+# chainrule serve reads every picture in worker processes (pictures.Readers, --picture-workers):
+# preprocess_digit holds the GIL, so only processes spread it over the cores. Large pictures
+# then take one worker at a time (IMAGE_WORKERS) and the others stay free.
 PICTURE_PROCESSES = 2
 
 

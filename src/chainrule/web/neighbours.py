@@ -23,13 +23,14 @@ One product of the N × (m + 1) table [Z r] with [z_x r_x] gives every b_t: for 
    it can neither be among the k nearest nor tie with the k-th);
 3. sorts everything computed by (d, index) and keeps the first k.
 
-That is the brute-force answer, ties included; the bounds' tightness only sets the cost (a
-drawn digit: a few hundred of the 60,000 distances in step 2).
+That is the brute-force answer, ties included; the bounds' tightness only sets the cost (for
+MNIST's test digits, step 2 measures a median of 77 of the 60,000, 90% of them under 170).
 
 Rounding. [Z r] is stored in float32 from float64 coordinates, and the product is a float32
-sum of 65 terms: its error is below 65·2⁻²⁴·√(s_t s_x) ≤ 2·10⁻⁶ (s_t + s_x). Each bound is
-lowered by MARGIN·(s_t + s_x) = 10⁻⁴ (s_t + s_x), 50 times more, so it stays below d(t, x)²
-(tests check it over all 60,000 MNIST digits).
+sum of 65 terms: with the storage, its error is below 65·2⁻²⁴·√(s_t s_x) ≤ 2·10⁻⁶ (s_t + s_x),
+and the float32 additions around it add under 10⁻⁶ (s_t + s_x). Each bound is lowered by
+MARGIN·(s_t + s_x) = 10⁻⁴ (s_t + s_x), 30 times their sum, so it stays below d(t, x)² (a test
+checks it for several queries against each of the 60,000 MNIST training digits).
 
 Queries that arrive while a product runs are answered together: the next thread to get the
 lock takes every waiting query and, from 4 of them on, multiplies them as one matrix (one pass
@@ -149,6 +150,8 @@ class Neighbours:
         """
         x = np.asarray(image, dtype=np.float32).reshape(PIXELS)
         k = min(k, len(self))
+        if k <= 0:
+            return []
         bounds = self.bounds(x)
         first = min(k + EXTRA, len(self))
         seen = np.argpartition(bounds, first - 1)[:first]

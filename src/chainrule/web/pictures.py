@@ -96,6 +96,16 @@ def declared_pixels(raw: bytes) -> int:
     return width * height
 
 
+def decode_picture(raw: bytes):
+    """The loaded PIL image of a picture's bytes (``chainrule.data.open_image``: size checked
+    from the header, decoded reduced to the working resolution).
+
+    Raises:
+        PictureError: for a non-picture, a corrupt or a too large one.
+    """
+    return _pillow(raw, open_image)
+
+
 def read_digit(raw: bytes) -> np.ndarray:
     """The (28, 28) float32 digit of a picture's bytes, as ``chainrule predict`` reads a file.
 
@@ -103,7 +113,7 @@ def read_digit(raw: bytes) -> np.ndarray:
         PictureError: for a picture that cannot be read (see ``_pillow``) or that
             ``preprocess_digit`` refuses (e.g. a float image holding NaN or inf).
     """
-    picture = _pillow(raw, open_image)
+    picture = decode_picture(raw)
     try:
         return preprocess_digit(picture)
     except ValueError as exc:

@@ -160,7 +160,8 @@ async function send() {
   state.inFlight = true;
   setStatus("thinking…");
   try {
-    const payload = JSON.stringify({ image: exportPng(), explain: all ? ON_RELEASE : WHILE_DRAWING });
+    const explain = all ? ON_RELEASE : WHILE_DRAWING;
+    const payload = JSON.stringify({ image: exportPng(), explain });
     // The throttle counts from the request itself, not from before the PNG was made (which
     // takes longer on a busy machine, and would let the next request follow sooner).
     state.lastSent = performance.now();
