@@ -43,8 +43,8 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 # 2 cores, measured when serve was written). Pictures declaring more than INLINE_PIXELS pixels
 # (the page sends 140 × 140) are decoded in a worker thread, one at a time (IMAGE_WORKERS),
 # and so are the neighbour searches and every request to a model of more than
-# INLINE_MULTIPLY_ADDS multiply-adds per digit (``explain.multiply_adds``: 270,096 for the MLP
-# 784-256-256-10, 4.0 million for the CNN preset).
+# INLINE_MULTIPLY_ADDS multiply-adds per digit (``explain.multiply_adds``: 0.27 million for the
+# MLP preset 784-256-256-10, 4.0 million for the CNN preset).
 INLINE_PIXELS = 256 * 256
 INLINE_MULTIPLY_ADDS = 1_000_000
 IMAGE_WORKERS = 1
