@@ -17,7 +17,9 @@ folder (the weights do not change the cost of a request). This is a benchmark, n
 
 Scenarios: the page's request while drawing (a 140×140 PNG data URL; preprocess_digit, the
 forward pass, saliency and hidden units), the page's request on pen-up (the same plus the 5
-nearest of the 60,000 training digits, when MNIST is found), a bare PNG, and 784 pixels.
+nearest of the 60,000 training digits, when MNIST is found), a bare PNG, and 784 pixels. The
+units' weight images are not in these answers: the page fetches them once
+(GET /api/model/units), whose size is printed above the table.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +54,8 @@ def parse_args():
     parser.add_argument("--scenarios", default="drawing,pen-up,png,pixels")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="raw: a minimal asyncio HTTP/1.1 client; httpx: httpx.AsyncClient")
+    parser.add_argument("--picture-workers", type=int, default=None,
+                        help="passed to chainrule serve (default: its own default, 2)")
     return parser.parse_args()
 
 
@@ -95,11 +100,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, data_dir, log) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, data_dir, log, picture_workers=None
+                 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "chainrule", "serve", str(model), "--port", str(port)]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
+    if picture_workers is not None:
+        command += ["--picture-workers", str(picture_workers)]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -190,6 +198,20 @@ def response_size(base: str, body: bytes) -> int:
         return len(answer.read())
 
 
+def units_size(base: str) -> tuple[int, int] | None:
+    """Bytes of GET /api/model/units as JSON and as gzip, or None for a model without units."""
+    sizes = []
+    for encoding in ("identity", "gzip"):
+        request = urllib.request.Request(base + "/api/model/units",
+                                         headers={"Accept-Encoding": encoding})
+        try:
+            with urllib.request.urlopen(request) as answer:
+                sizes.append(len(answer.read()))
+        except urllib.error.HTTPError:
+            return None
+    return sizes[0], sizes[1]
+
+
 def main() -> None:
     args = parse_args()
     load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -199,10 +221,11 @@ def main() -> None:
         model = Path(args.model) if args.model else quick_mlp(tmp, data_dir)
         log_path = tmp / "server.log"
         with open(log_path, "wb") as log:
-            server, base = start_server(model, data_dir, log)
+            server, base = start_server(model, data_dir, log, args.picture_workers)
             try:
                 with urllib.request.urlopen(base + "/api/model") as r:
                     info = json.load(r)
+                units = units_size(base)
                 all_bodies = bodies()
                 results = {}
                 for name in args.scenarios.split(","):
@@ -223,8 +246,13 @@ def main() -> None:
           f"neighbours: {info['neighbours']['count']:,} training digits")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, NumPy {np.__version__}")
+    workers = "default" if args.picture_workers is None else args.picture_workers
     print(f"load average (1, 5, 15 min) before: {load_before}; after: {load_after} (server, "
-          f"clients and any other job share the cores; client: {args.client})")
+          f"clients and any other job share the cores; client: {args.client}; picture "
+          f"workers: {workers})")
+    if units:
+        print(f"unit images (GET /api/model/units, once per page): {units[1] / 1000:,.0f} kB "
+              f"gzip ({units[0] / 1000:,.0f} kB of JSON)")
     print(f"{args.requests:,} requests per row from {args.clients} concurrent keep-alive clients "
           "over loopback\n")
     print("| request | body | response | requests/s | p50 ms | p99 ms | max ms | errors |")

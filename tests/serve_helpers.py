@@ -37,7 +37,13 @@ DATA_ROOT = Path(
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx; the client works the same either way.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from fastapi.testclient import TestClient  # noqa: F401 - re-exported for the tests
+    from fastapi.testclient import TestClient
+
+
+def local_client(app, **kwargs) -> TestClient:
+    """A TestClient that sends ``Host: localhost``: its default name, testserver, is refused by
+    the Host check (web/limits.py)."""
+    return TestClient(app, base_url="http://localhost", **kwargs)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -113,12 +119,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(app, port: int | None = None):
-    """Serve ``app`` with uvicorn on 127.0.0.1 in a background thread; yield its base URL."""
+    """Serve ``app`` with uvicorn on 127.0.0.1 in a background thread, with the limits of
+    ``chainrule serve``; yield its base URL."""
     import uvicorn
+
+    from chainrule.web.limits import server_options
 
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
+                            lifespan="off", **server_options())
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -132,3 +141,49 @@ def running_server(app, port: int | None = None):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class ServeProcess:
+    """A ``chainrule serve`` process on 127.0.0.1 (see ``serve_process``)."""
+
+    def __init__(self, proc, port: int):
+        self.proc = proc
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
+        self.url = f"http://{self.host}"
+
+
+@contextlib.contextmanager
+def serve_process(model, *args: str, data_dir=None, timeout: float = 120):
+    """Run ``python -m chainrule serve MODEL --port P [--data-dir D] ARGS…`` on 127.0.0.1 until
+    /healthz answers; yield a ServeProcess; stop it (SIGTERM) afterwards."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    command = [sys.executable, "-m", "chainrule", "serve", str(model), "--port", str(port),
+               *(["--data-dir", str(data_dir)] if data_dir is not None else []), *args]
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError("chainrule serve did not start:\n"
+                                       + log.read().decode(errors="replace")) from None
+                time.sleep(0.1)
+        yield ServeProcess(proc, port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

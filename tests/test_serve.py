@@ -5,34 +5,43 @@ softmax regression and a float64 model with BatchNorm and Dropout check the expl
 """
 
 import base64
+import contextlib
+import functools
+import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from chainrule import Sequential, cli, functional, layers, load_model, losses, models
-from chainrule.data import preprocess_digit
+from chainrule.data import dataset_files, preprocess_digit
+from chainrule.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from chainrule.web import create_app
-from chainrule.web.explain import Explainer, Neighbours
+from chainrule.web.explain import Explainer
+from chainrule.web.limits import INLINE_PIXELS
+from chainrule.web.neighbours import Neighbours
 from serve_helpers import (
     DATA_ROOT,
-    TestClient,
     data_url,
     drawn_one,
     free_port,
+    local_client,
     mnist,
     mnist_png,
     neighbour_set,
     one_blas_thread,  # noqa: F401 - an autouse fixture
     png_bytes,
+    serve_process,
     trained_run,
 )
 
@@ -52,7 +61,7 @@ def model(run):
 @pytest.fixture(scope="module")
 def client(run):
     app = create_app(run / "model.npz", neighbours=neighbour_set())
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 
@@ -83,13 +92,14 @@ def test_model_info_describes_the_model_and_its_run(client, model, run):
     assert info["input_shape"] == [28, 28] and info["classes"] == 10
     assert info["test_accuracy"] == manifest["final"]["test_accuracy"] > 0.8
     assert info["units"] == "hidden"
-    assert info["neighbours"] == {"available": True, "count": 5000, "source": "given",
-                                  "reason": None}
+    assert info["neighbours"] == {"available": True, "count": 5000, "dataset": "given",
+                                  "sha256": None, "reason": None}
+    assert info["training_data"] is None, "this manifest names no data"
     assert "Total params: 50,890" in info["summary"]
 
 
 def test_model_info_without_manifest_has_no_accuracy(model):
-    with TestClient(create_app(model, neighbours=False)) as c:
+    with local_client(create_app(model, neighbours=False)) as c:
         info = c.get("/api/model").json()
     assert info["test_accuracy"] is None
     assert info["neighbours"]["available"] is False
@@ -191,12 +201,44 @@ def test_a_large_photo_is_decoded_off_the_event_loop_and_agrees_with_the_cli(cli
     path = tmp_path / "photo.jpg"
     Image.fromarray(noisy.astype(np.uint8)).save(path, quality=85)
     encoded = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
-    assert 100_000 < len(encoded) < 1_000_000, "large enough for the thread pool, under 1 MB"
+    assert len(encoded) < 1_000_000, "under the body limit"
+    assert 1200 * 1200 > INLINE_PIXELS, "large enough for a worker thread"
     body = post(client, {"image": encoded}).json()
     assert cli.main(["predict", str(run / "model.npz"), str(path), "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)[0]
     assert body["class"] == expected["class"] == y_test[4]
     assert body["probabilities"] == expected["probabilities"]
+
+
+def test_pictures_read_in_worker_processes_give_the_same_answers(client, model):
+    (_, _), (x_test, _) = mnist()
+    pictures = [drawn_one(), mnist_png(x_test[11]), png_bytes(Image.new("L", (3000, 2000)))]
+    app = create_app(model, neighbours=neighbour_set(), processes=2)
+    with local_client(app) as c:
+        assert len(app.state.readers._pool._processes) == 2
+        for png in pictures:
+            body = {"image": data_url(png), "explain": ["saliency", "units", "neighbours"]}
+            assert post(c, body).json() == post(client, body).json()
+        r = post(c, {"image": data_url(png_bytes(Image.new("L", (5000, 5000))))})
+        assert r.status_code == 422 and "too large" in r.json()["detail"]
+        r = post(c, {"image": data_url(drawn_one()[:300])})
+        assert r.status_code == 422 and "corrupt or truncated" in r.json()["detail"]
+    assert app.state.readers._pool is None, "the workers stop with the app"
+
+
+def test_a_dead_picture_worker_is_replaced(model):
+    app = create_app(model, neighbours=False, processes=1)
+    with local_client(app) as c:
+        good = {"image": data_url(drawn_one())}
+        assert post(c, good).status_code == 200
+        for worker in list(app.state.readers._pool._processes.values()):
+            worker.kill()
+            worker.join()
+        r = post(c, good)
+        if r.status_code == 503:  # the pool noticed with this request; the next one is new
+            assert "died" in r.json()["detail"]
+            r = post(c, good)
+        assert r.status_code == 200 and r.json()["class"] == 1
 
 
 def test_a_blank_drawing_is_empty(client):
@@ -220,25 +262,48 @@ def test_units_of_an_mlp_are_its_most_active_hidden_units(client, model):
     assert [u["unit"] for u in units["units"]] == top.tolist()
     np.testing.assert_allclose([u["activation"] for u in units["units"]], hidden[top],
                                rtol=1e-6)
-    for u in units["units"]:
+    assert all(set(u) == {"unit", "activation"} for u in units["units"]), "no weights"
+
+
+def test_unit_images_are_every_column_of_the_first_dense_sent_once(client, model):
+    dense = model.layers[1]
+    r = client.get("/api/model/units")
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert r.headers["cache-control"] == "no-cache"
+    weights = r.json()
+    assert weights["kind"] == "hidden" and weights["layer"] == dense.name
+    assert [u["unit"] for u in weights["units"]] == list(range(64))
+    for u in weights["units"]:
         w = dense.W.value[:, u["unit"]].reshape(28, 28)
         np.testing.assert_allclose(u["weights"], w, atol=np.abs(w).max() * 1e-3)
+    # Unchanged from when each answer carried its units' images: 4 significant digits.
+    from chainrule.web.app import _display
+    assert weights["units"][5]["weights"] == _display(dense.W.value[:, 5].reshape(28, 28))
+    # Cached by the browser: the same ETag gets a 304 and no body.
+    again = client.get("/api/model/units", headers={"if-none-match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    plain = client.get("/api/model/units", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.json() == weights
+    assert int(r.headers["content-length"]) < len(plain.content) / 2
 
 
 def test_templates_of_a_softmax_regression_and_their_saliency():
     (x, y), (x_test, _) = mnist()
     model = models.softmax_regression(seed=0)
     model.fit(x[:3000], y[:3000], epochs=2, batch_size=100, seed=0, verbose=0)
-    with TestClient(create_app(model, neighbours=False)) as c:
+    with local_client(create_app(model, neighbours=False)) as c:
         assert c.get("/api/model").json()["units"] == "templates"
         body = post(c, {"pixels": x_test[0].tolist(),
                         "explain": ["units", "saliency", "neighbours"]}).json()
+        templates = c.get("/api/model/units").json()
     W = model.layers[1].W.value
     units = body["units"]
     assert units["kind"] == "templates" and [u["unit"] for u in units["units"]] == list(range(10))
     np.testing.assert_allclose([u["activation"] for u in units["units"]],
                                logits_of(model, x_test[0]), rtol=1e-6)
-    for u in units["units"]:
+    assert templates["kind"] == "templates"
+    assert [u["unit"] for u in templates["units"]] == list(range(10))
+    for u in templates["units"]:
         np.testing.assert_allclose(u["weights"], W[:, u["unit"]].reshape(28, 28),
                                    atol=np.abs(W[:, u["unit"]]).max() * 1e-3)
     # z_c = x · W[:, c] + b_c, so ∂z_c/∂x is exactly the template of the predicted class.
@@ -246,6 +311,16 @@ def test_templates_of_a_softmax_regression_and_their_saliency():
     np.testing.assert_allclose(body["saliency"], template, atol=np.abs(template).max() * 1e-3)
     assert body["neighbours"] is None
     assert body["notes"] == ["neighbours: nearest neighbours are turned off"]
+
+
+def test_a_model_without_dense_units_has_no_unit_images():
+    model = Sequential([layers.Conv2D(2, 5, input_shape=(1, 28, 28)), layers.ReLU(),
+                        layers.Flatten(), layers.Dense(10)], seed=0)
+    with local_client(create_app(model, neighbours=False)) as c:
+        r = c.get("/api/model/units")
+        body = post(c, {"pixels": [0.0] * 784, "explain": ["units"]}).json()
+    assert r.status_code == 404 and "no Dense layer" in r.json()["detail"]
+    assert body["units"] is None and body["notes"][0].startswith("units: the model has no")
 
 
 def regularised_model() -> Sequential:
@@ -335,6 +410,84 @@ def test_neighbours_are_the_nearest_training_images(client):
     np.testing.assert_allclose(found[1]["image"], x[order[1]], atol=1e-3)
 
 
+@functools.cache
+def mnist_bytes():
+    """The 60,000 MNIST training images as uint8 (60000, 28, 28), as serve reads them, and
+    their labels."""
+    files = dataset_files("mnist", DATA_ROOT, download=False)
+    return (read_idx(files["train_images"], expect=IMAGES_MAGIC),
+            read_idx(files["train_labels"], expect=LABELS_MAGIC))
+
+
+def brute_force(images: np.ndarray, queries: np.ndarray, k: int) -> list[list[int]]:
+    """The k nearest of ``images`` (N, 784 float32) to each query by float64 distances over
+    all N, ties by the lower index: a float64 matrix product ranks every image, then every
+    image within 1e-6 of the k-th squared distance is measured directly, ‖t − x‖."""
+    t = images.astype(np.float64)
+    q = queries.reshape(len(queries), -1).astype(np.float64)
+    squared = (t * t).sum(1) - 2.0 * (q @ t.T) + (q * q).sum(1)[:, None]  # (Q, N)
+    answers = []
+    for row, x in zip(squared, q, strict=True):
+        near = np.flatnonzero(row <= np.partition(row, k - 1)[k - 1] + 1e-6)
+        exact = np.linalg.norm(t[near] - x, axis=1)
+        answers.append(near[np.lexsort((near, exact))[:k]].tolist())
+    return answers
+
+
+def test_neighbours_are_exactly_the_nearest_of_the_60000_mnist_digits():
+    images, labels = mnist_bytes()
+    index = Neighbours(images, labels)
+    train = images.reshape(60000, 784).astype(np.float32) / np.float32(255.0)
+    (_, _), (x_test, _) = mnist()
+    rng = np.random.default_rng(0)
+    queries = np.concatenate([
+        x_test[:150].reshape(-1, 784),                        # digits the model never saw
+        train[[0, 1234, 59999]],                              # training digits: distance 0
+        np.clip(train[[7, 77]] + rng.normal(0, 0.2, (2, 784)), 0, 1),   # noisy copies
+        0.5 * x_test[150:152].reshape(-1, 784),               # faint digits
+        np.zeros((1, 784)), np.ones((1, 784)),                # blank, all ink
+        rng.random((2, 784)),                                 # noise
+        preprocess_digit(Image.open(io.BytesIO(drawn_one()))).reshape(1, 784),  # the page
+    ]).astype(np.float32)
+    expected = brute_force(train, queries, 5)
+    for x, want in zip(queries, expected, strict=True):
+        found = index.query(x, 5)
+        assert [n["index"] for n in found] == want
+        exact = np.linalg.norm(train[want].astype(np.float64) - x.astype(np.float64), axis=1)
+        assert [n["distance"] for n in found] == exact.tolist()
+        assert [n["label"] for n in found] == labels[want].tolist()
+        np.testing.assert_array_equal(found[0]["image"].reshape(784), train[want[0]])
+    # Every bound is below the distance it bounds, for every training digit.
+    t = train.astype(np.float64)
+    for x in queries[::20]:
+        squared = ((t - x.astype(np.float64)) ** 2).sum(1)
+        assert np.all(index.bounds(x).astype(np.float64) <= squared), "a bound is too high"
+
+
+def test_neighbour_ties_go_to_the_lower_index():
+    """MNIST holds no two identical training digits: the ties here come from copies."""
+    images, labels = mnist_bytes()
+    part, part_labels = images[:20000], labels[:20000]
+    train = part.reshape(-1, 784).astype(np.float32) / np.float32(255.0)
+    (_, _), (x_test, _) = mnist()
+    x = x_test[3]
+    i1, i2, i3, i4, i5 = brute_force(train, x[None], 5)[0]
+    # Copies after the originals: of i1 (a tie at the top) and of i5 (a tie at the 5th place).
+    after = Neighbours(np.concatenate([part, part[[i1, i5]]]),
+                       np.concatenate([part_labels, part_labels[[i1, i5]]]))
+    n = len(part)
+    assert [f["index"] for f in after.query(x, 5)] == [i1, n, i2, i3, i4]
+    assert [f["index"] for f in after.query(x, 7)] == [i1, n, i2, i3, i4, i5, n + 1]
+    # A copy of the 5th before everything: it wins the tie and the original drops out.
+    before = Neighbours(np.concatenate([part[[i5]], part]),
+                        np.concatenate([part_labels[[i5]], part_labels]))
+    found = before.query(x, 5)
+    assert [f["index"] for f in found] == [i1 + 1, i2 + 1, i3 + 1, i4 + 1, 0]
+    assert found[3]["distance"] < found[4]["distance"]
+    assert before.query(x, 6)[5]["index"] == i5 + 1
+    assert before.query(x, 6)[5]["distance"] == found[4]["distance"]
+
+
 def test_neighbours_norm_trick_ranks_like_brute_force():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (300, 28, 28), dtype=np.uint8)
@@ -369,9 +522,11 @@ def test_concurrent_neighbour_queries_are_batched_and_exact():
 
 def test_neighbours_from_the_mnist_training_set(run):
     app = create_app(run / "model.npz", data_dir=DATA_ROOT)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         info = c.get("/api/model").json()["neighbours"]
-        assert info["available"] and info["count"] == 60000
+        assert info["available"] and info["count"] == 60000 and info["dataset"] == "mnist"
+        images = dataset_files("mnist", DATA_ROOT, download=False)["train_images"]
+        assert info["sha256"] == hashlib.sha256(images.read_bytes()).hexdigest()
         (x, _), _ = mnist()
         found = post(c, {"pixels": x[59999].tolist(), "explain": ["neighbours"]}).json()
     assert found["neighbours"][0]["index"] == 59999
@@ -379,7 +534,7 @@ def test_neighbours_from_the_mnist_training_set(run):
 
 def test_without_mnist_the_app_works_and_says_why(run, tmp_path):
     app = create_app(run / "model.npz", data_dir=tmp_path)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         info = c.get("/api/model").json()["neighbours"]
         r = post(c, {"image": data_url(drawn_one()),
                      "explain": ["saliency", "units", "neighbours"]})
@@ -527,12 +682,12 @@ def test_an_unexpected_error_is_a_json_500_and_not_hidden_from_tests(model, monk
         raise RuntimeError("planted bug")
 
     monkeypatch.setattr(app.state.explainer, "predict", broken)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with local_client(app, raise_server_exceptions=False) as c:
         r = post(c, {"pixels": [0.0] * 784})
         assert r.status_code == 500
         assert r.json() == {"detail": "internal server error (RuntimeError); see the server log"}
         assert c.get("/healthz").status_code == 200
-    with TestClient(app) as c, pytest.raises(RuntimeError, match="planted bug"):
+    with local_client(app) as c, pytest.raises(RuntimeError, match="planted bug"):
         post(c, {"pixels": [0.0] * 784})
 
 
@@ -548,8 +703,27 @@ def test_web_extra_missing_gives_an_install_hint(monkeypatch):
 def test_serve_defaults_to_loopback_and_reports_a_missing_model(tmp_path, capsys):
     args = cli.build_parser().parse_args(["serve", "m.npz"])
     assert (args.host, args.port) == ("127.0.0.1", 8000)
+    assert args.allowed_host == [] and args.picture_workers == 2
     assert cli.main(["serve", str(tmp_path / "missing.npz")]) == 1
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_a_killed_server_leaves_no_worker_behind(run, tmp_path):
+    with serve_process(run / "model.npz", data_dir=tmp_path) as server:
+        tasks = Path(f"/proc/{server.proc.pid}/task").glob("*/children")  # every thread's
+        workers = [int(pid) for children in tasks for pid in children.read_text().split()]
+        assert len(workers) >= 2, "the picture workers (and multiprocessing's tracker)"
+        server.proc.kill()
+        server.proc.wait()
+        deadline = time.monotonic() + 10
+        try:
+            while any(Path(f"/proc/{pid}").exists() for pid in workers):
+                assert time.monotonic() < deadline, "a worker outlived the server"
+                time.sleep(0.1)
+        finally:
+            for pid in workers:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_chainrule_serve_runs_a_server(run, tmp_path):

@@ -41,12 +41,17 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                    headless=True)
-        yield browser
-        browser.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                         headless=True)
+    yield browser
+    browser.close()
 
 
 class Watched:
@@ -231,3 +236,26 @@ def test_a_softmax_regression_shows_its_ten_templates(browser, tmp_path):
         page.screenshot(path=str(tmp_path / "softmax.png"), full_page=True)
         w.check_clean()
         context.close()
+
+
+def test_a_page_under_another_name_is_refused(server, playwright):
+    """DNS rebinding, as the browser does it: a name that resolves to 127.0.0.1 (here by
+    Chromium's resolver rules) still sends that name in the Host header, and gets a 400."""
+    port = urlparse(server).port
+    browser = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True,
+        args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP rebound.test 127.0.0.1"])
+    try:
+        page = browser.new_page()
+        response = page.goto(f"http://rebound.test:{port}/")
+        assert response.status == 400
+        assert "DNS rebinding" in response.json()["detail"]
+        answer = page.evaluate("""async () => {
+            const r = await fetch('/api/predict', {method: 'POST', body: '{}',
+                                                   headers: {'Content-Type': 'application/json'}});
+            return [r.status, await r.text()];
+        }""")
+        assert answer[0] == 400 and "--allowed-host" in answer[1]
+        assert page.goto(f"{server}/").status == 200, "under its own name it loads"
+    finally:
+        browser.close()

@@ -461,7 +461,8 @@ def cmd_serve(args) -> int:
 
     if not Path(args.model).is_file():
         raise CLIError(f"model file not found: {args.model}")
-    serve(args.model, host=args.host, port=args.port, data_dir=args.data_dir)
+    serve(args.model, host=args.host, port=args.port, data_dir=args.data_dir,
+          allowed_hosts=args.allowed_host, picture_workers=args.picture_workers)
     return 0
 
 
@@ -575,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=port, default=8000, help="1 … 65535 (default 8000)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding MNIST, for the nearest training digits (never downloads)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (on the server's port) "
+                   "or NAME:PORT, besides localhost, 127.0.0.1, [::1] and --host; repeatable")
+    p.add_argument("--picture-workers", default=2, metavar="N",
+                   type=lambda text: _parsed(text, int, lambda v: 0 <= v <= 64,
+                                             "an integer in 0 … 64"),
+                   help="processes that read the pictures sent, 0 … 64 (default 2; 0: the "
+                   "server's own process)")
     p.set_defaults(func=cmd_serve)
 
     add_exercise_commands(sub, [common])

@@ -374,21 +374,7 @@ def open_image(source):
             readable picture.
     """
     Image = _require_pil()
-    # Pillow warns above its own limit (89 million pixels; ours, far lower, then refuses the
-    # picture naming its width and height) and raises above twice that. catch_warnings
-    # changes process-wide state: the lock keeps our own threads (serve decodes in a thread
-    # pool) from restoring each other's filters out of order.
-    with _bomb_lock, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            picture = Image.open(source)
-        except Image.DecompressionBombError as exc:
-            # Pillow names the pixel count only: "Image size (N pixels) exceeds limit …".
-            declared = re.search(r"\((\d+) pixels\)", str(exc))
-            raise ImageTooLargeError(
-                f"{int(declared.group(1)):,} pixels declared" if declared
-                else f"Pillow refused it as a decompression bomb ({exc})"
-            ) from None
+    picture = _open_header(source, Image)
     try:
         check_image_size(*picture.size)
         target = _shrunk(picture.size, _WORK_SIDE)
@@ -399,6 +385,36 @@ def open_image(source):
     except BaseException:
         picture.close()
         raise
+
+
+def declared_size(source) -> tuple[int, int]:
+    """The (width, height) that a picture's header declares; no pixel is decoded.
+
+    Raises:
+        ImageTooLargeError: beyond Pillow's own decompression-bomb limit (178 million pixels).
+        PIL.UnidentifiedImageError, OSError, …: for a file that is not a readable picture.
+    """
+    with _open_header(source, _require_pil()) as picture:
+        return picture.size
+
+
+def _open_header(source, Image):
+    """Image.open: reads the header only, with Pillow's bomb error as ImageTooLargeError."""
+    # Pillow warns above its own limit (89 million pixels; ours, far lower, then refuses the
+    # picture naming its width and height) and raises above twice that. catch_warnings
+    # changes process-wide state: the lock keeps our own threads (serve decodes in a thread
+    # pool) from restoring each other's filters out of order.
+    with _bomb_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(source)
+        except Image.DecompressionBombError as exc:
+            # Pillow names the pixel count only: "Image size (N pixels) exceeds limit …".
+            declared = re.search(r"\((\d+) pixels\)", str(exc))
+            raise ImageTooLargeError(
+                f"{int(declared.group(1)):,} pixels declared" if declared
+                else f"Pillow refused it as a decompression bomb ({exc})"
+            ) from None
 
 
 def _shrunk(size: tuple[int, int], side: int) -> tuple[int, int]:
@@ -458,6 +474,9 @@ def _load_image(image: Any, Image) -> np.ndarray:
         if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             image = image.convert("F")
             array = np.asarray(image, dtype=np.float32)
+            if not np.isfinite(array).all():
+                raise ValueError("the image holds NaN or inf values; save it with finite "
+                                 "pixel values (e.g. as an 8-bit PNG)")
             top = 65535.0 if sixteen_bit or mode.startswith("I;16") or array.max() > 255 else 255.0
             return array / np.float32(top)
         has_alpha = "A" in mode or "transparency" in image.info

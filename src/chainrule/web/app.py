@@ -2,47 +2,66 @@
 
 Endpoints (the OpenAPI schema is at ``/openapi.json``):
 
-    GET  /               the page (static/index.html, app.js, style.css; no build step, no CDN)
-    POST /api/predict    {"image": "data:image/png;base64,…"} or {"pixels": [784 numbers in
-                         0..1] or 28 rows of 28}, optional "explain": ["saliency", "units",
-                         "neighbours"] → class, probabilities, the 28×28 input the model got,
-                         and the requested explanations
-    GET  /api/model      architecture, parameter count, test accuracy (from manifest.json)
-    GET  /healthz        {"status": "ok"}
+    GET  /                 the page (static/index.html, app.js, style.css; no build step, no CDN)
+    POST /api/predict      {"image": "data:image/png;base64,…"} or {"pixels": [784 numbers in
+                           0..1] or 28 rows of 28}, optional "explain": ["saliency", "units",
+                           "neighbours"] → class, probabilities, the 28×28 input the model got,
+                           and the requested explanations
+    GET  /api/model        architecture, parameter count, test accuracy and training data
+                           (names and SHA-256 from manifest.json, never paths)
+    GET  /api/model/units  every first-layer unit's weights as a 28×28 image, computed once
+                           (gzip, ETag): the page fetches it once, predictions name units only
+    GET  /healthz          {"status": "ok"}
 
 Images go through ``chainrule.data.preprocess_digit``, as in ``chainrule predict``, so the page
 and the command line give the same class and probabilities for the same picture.
 
-Every bad request gets a 4xx JSON ``{"detail": "<what was wrong and how to fix it>"}``: 413 for
-a body over ``max_body_bytes``, 415 for a body that is not ``application/json``, 422 for
-malformed JSON, wrong fields, a wrong number of pixels, NaN/inf or out-of-range values
-(Python's JSON parser accepts the literals NaN and Infinity), and data that is not a readable
-image. An unexpected exception is answered with a JSON 500 and logged; Starlette re-raises it
-after responding, so the server keeps serving and ``TestClient`` still surfaces the bug.
+Every bad request gets a 4xx JSON ``{"detail": "<what was wrong and how to fix it>"}``: 400 for
+a Host header naming another server or a malformed request, 408 for a request that does not
+arrive in time, 413 for a body over ``max_body_bytes``, 415 for a body that is not
+``application/json``, 422 for malformed JSON, wrong fields, a wrong number of pixels, NaN/inf
+or out-of-range values (Python's JSON parser accepts the literals NaN and Infinity), and data
+that is not a readable image (or a float image holding NaN or inf), 431 for headers over 16 KiB.
+``web/limits.py`` holds these limits and the rule for which requests the event loop answers
+itself; ``web/pictures.py`` reads pictures, in worker processes under ``chainrule serve`` (a
+503 if one dies). An unexpected exception is answered with a JSON 500 and logged; Starlette
+re-raises it after responding, so the server keeps serving and ``TestClient`` still surfaces
+the bug.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
+import asyncio
+import contextlib
+import gzip
+import hashlib
 import json
 import logging
 import math
-import re
-import time
 from pathlib import Path
 
 import numpy as np
 
-from ..data import ImageTooLargeError, open_image, preprocess_digit
 from ..model import Sequential
 from ..serialization import load_model
 from ..version import __version__
-from . import WEB_HINT
-from .explain import SIDE, Explainer, Neighbours
+from . import WEB_HINT, limits
+from .explain import SIDE, Explainer
+from .limits import MAX_BODY_BYTES, BodyGuard, HeadGuard
+from .neighbours import Neighbours
+from .pictures import (
+    PictureError,
+    Readers,
+    WorkerLost,
+    declared_pixels,
+    decode_picture,
+    picture_bytes,
+    read_digit,
+)
 from .schemas import (
     ERRORS,
+    DataFile,
+    ErrorBody,
     Health,
     LayerInfo,
     ModelInfo,
@@ -50,7 +69,9 @@ from .schemas import (
     NeighboursInfo,
     PredictRequest,
     PredictResponse,
+    TrainingData,
     Units,
+    UnitWeights,
 )
 
 try:
@@ -59,18 +80,15 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
-    from PIL import Image, UnidentifiedImageError
 except ImportError as exc:  # pragma: no cover - exercised without the web extra
     raise ImportError(f"{WEB_HINT} ({exc})") from exc
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_BODY_BYTES = 1_000_000
 NEIGHBOURS_K = 5
-INLINE_MS = 2.0                # model work per digit below which requests skip the thread pool
-INLINE_IMAGE_CHARS = 100_000   # base64 pictures above this are decoded in the thread pool
 log = logging.getLogger("chainrule.web")
 
-# --------------------------------------------------------------------------- input checks
+
+# --------------------------------------------------------------------------- answers
 class APIError(Exception):
     """A request the API refuses: answered as ``{"detail": message}`` with ``status``."""
 
@@ -80,117 +98,19 @@ class APIError(Exception):
         self.message = message
 
 
-_DATA_URL = re.compile(r"^data:([\w.+/-]*)((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,", re.ASCII)
-
-
-def decode_image(text: str) -> Image.Image:
-    """Decode a data URL or plain base64 into a loaded PIL image, as ``chainrule predict`` does.
-
-    ``chainrule.data.open_image`` checks the declared size against
-    ``chainrule.data.MAX_IMAGE_PIXELS`` before decoding and reduces the picture to the
-    working resolution of ``preprocess_digit`` while decoding.
+def decode_image(data: str | bytes):
+    """The loaded PIL image of a picture sent as a data URL or base64 text (or its bytes), as
+    the server reads it (``pictures.picture_bytes`` and ``pictures.decode_picture``).
 
     Raises:
         APIError: 422 for bad base64, a non-image, an undecodable or too large image.
     """
-    match = _DATA_URL.match(text)
-    if match:
-        if not match.group(3):
-            raise APIError(422, "image: the data URL must be base64-encoded "
-                           "('data:image/png;base64,…')")
-        text = text[match.end():]
     try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise APIError(422, "image: not valid base64; send a data URL such as "
-                       "canvas.toDataURL('image/png') or the base64 of an image file") from None
-    if not raw:
-        raise APIError(422, "image: empty; send the base64 of a PNG or JPEG file")
-    try:
-        picture = open_image(io.BytesIO(raw))
-    except ImageTooLargeError as exc:
-        raise APIError(422, f"image: {exc}") from None
-    except UnidentifiedImageError:
-        raise APIError(422, f"image: the {len(raw):,} bytes are not a picture; send a PNG, "
-                       "JPEG, GIF, BMP or WebP file") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile bytes
-        raise APIError(422, f"image: the picture is corrupt or truncated ({exc}); send a "
-                       "complete PNG, JPEG, GIF, BMP or WebP file") from None
-    return picture
+        return decode_picture(picture_bytes(data) if isinstance(data, str) else data)
+    except PictureError as exc:
+        raise APIError(422, str(exc)) from None
 
 
-# --------------------------------------------------------------------------- body limits
-def _json_error(status: int, message: str) -> tuple[dict, list]:
-    body = json.dumps({"detail": message}).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())]}
-    return start, {"type": "http.response.body", "body": body}
-
-
-class BodyGuard:
-    """ASGI middleware: a POST/PUT/PATCH body must be JSON and at most ``max_bytes`` long.
-
-    The body is read here (at most ``max_bytes`` + one chunk, whether or not a Content-Length
-    was sent) and replayed to the app, so an oversized or chunked upload never reaches the
-    JSON parser.
-    """
-
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").decode("latin-1")
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
-            return await self._refuse(send, 415, f"the body must be JSON sent with "
-                                      f"Content-Type: application/json, got {got}")
-        declared = headers.get(b"content-length")
-        too_big = (f"the body is larger than {self.max_bytes:,} bytes; send a smaller image "
-                   "(the page sends about 10 kB)")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await self._refuse(send, 413, too_big)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return await self._refuse(send, 413, too_big)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return await self._refuse(send, 422, f"the body is not UTF-8 text ({exc.reason} at "
-                                      f"byte {exc.start}); JSON must be sent as UTF-8")
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _refuse(send, status: int, message: str) -> None:
-        start, body = _json_error(status, message)
-        await send(start)
-        await send(body)
-
-
-# --------------------------------------------------------------------------- the app
 def _display(a: np.ndarray, digits: int = 4) -> list:
     """(28, 28) values rounded to ``digits`` significant digits of the largest magnitude, so the
     JSON stays short (e.g. 0.0123 rather than 0.012299999594688416)."""
@@ -202,19 +122,21 @@ def _display(a: np.ndarray, digits: int = 4) -> list:
     return np.round(a, decimals).tolist()
 
 
-def _compute_ms(explainer: Explainer) -> float:
-    """Milliseconds of model work for one digit (prediction and saliency), best of 3."""
-    blank = np.zeros((SIDE, SIDE), dtype=np.float32)
-    best = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        explainer.saliency(blank, int(explainer.predict(blank)["class"]))
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+# --------------------------------------------------------------------------- what is served
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _load_neighbours(data_dir) -> tuple[Neighbours | None, str | None]:
-    """The MNIST training set from the usual places (never downloaded), or None and why."""
+    """The MNIST training set from the usual places (never downloaded), or None and why.
+
+    The reason is shown to every client, so it names no folder; the server log has the
+    details.
+    """
     from ..data import dataset_files
     from ..data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
@@ -222,13 +144,14 @@ def _load_neighbours(data_dir) -> tuple[Neighbours | None, str | None]:
         files = dataset_files("mnist", data_dir, download=False, progress=False)
         images = read_idx(files["train_images"], expect=IMAGES_MAGIC)
         labels = read_idx(files["train_labels"], expect=LABELS_MAGIC)
-        return Neighbours(images, labels, source=str(files["train_images"])), None
+        return Neighbours(images, labels, dataset="mnist",
+                          sha256=_sha256(files["train_images"])), None
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, (
-            f"the MNIST training set was not found ({first}); set CHAINRULE_DATA or pass "
-            "--data-dir to show the nearest training digits"
-        )
+        log.warning("chainrule serve: no nearest neighbours: %s",
+                    " ".join(str(exc).split()) or type(exc).__name__)
+        return None, ("the MNIST training set was not found (the server's log says where it "
+                      "looked); set CHAINRULE_DATA or pass --data-dir to show the nearest "
+                      "training digits")
 
 
 def _read_manifest(model_path: Path | None) -> dict | None:
@@ -245,23 +168,67 @@ def _read_manifest(model_path: Path | None) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def _name(value) -> str | None:
+    """A dataset or file name without the folders a manifest may give with it."""
+    if not isinstance(value, str):
+        return None
+    return Path(value.replace("\\", "/")).name or None
+
+
+def training_data(manifest: dict | None) -> TrainingData | None:
+    """The dataset and files a run was trained on, from its manifest: names and SHA-256 only
+    (the manifest also holds their absolute paths, which are nobody else's business)."""
+    config = (manifest or {}).get("config")
+    data = (manifest or {}).get("data")
+    dataset = _name(config.get("dataset")) if isinstance(config, dict) else None
+    files = [DataFile(split=str(split), file=_name(entry.get("path")),
+                      sha256=entry.get("sha256") if isinstance(entry.get("sha256"), str)
+                      else None)
+             for split, entry in (data.items() if isinstance(data, dict) else ())
+             if isinstance(entry, dict)]
+    if dataset is None and not files:
+        return None
+    return TrainingData(dataset=dataset, files=files)
+
+
+def _gzip_accepted(header: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (``gzip`` or ``*``, not with q=0)."""
+    for part in header.split(","):
+        name, _, params = part.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not q or float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
+# --------------------------------------------------------------------------- the app
 def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True,
-               manifest: dict | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               manifest: dict | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               allowed_hosts=(), processes: int = 0) -> FastAPI:
     """Build the FastAPI app serving ``model``.
 
     Args:
         model: a trained Sequential or the path of a model .npz written by ``chainrule train``
-            (its run folder's manifest.json, if any, gives the test accuracy).
+            (its run folder's manifest.json, if any, gives the test accuracy and the training
+            data's names and hashes).
         data_dir: where to look for MNIST for the nearest neighbours (default: the usual
             search, ``$CHAINRULE_DATA`` first; never downloads).
         neighbours: True to load the MNIST training set, False for none, or a
             :class:`Neighbours` / ``(images, labels)`` to search instead.
         manifest: the run's manifest (default: manifest.json next to a model path).
         max_body_bytes: larger request bodies get a 413.
+        allowed_hosts: Host header names answered besides localhost, 127.0.0.1 and [::1]
+            (``"name"`` on the server's port, or ``"name:port"``; see ``limits.HeadGuard``).
+        processes: read pictures in this many worker processes (``pictures.Readers``,
+            started with the app's lifespan); 0 reads them in the server's own process, on
+            the event loop or in a worker thread as ``limits.inline`` says.
 
     Raises:
-        FileNotFoundError / ValueError: for a missing or invalid model file, or a model that
-            does not take 28×28 digits.
+        FileNotFoundError / ValueError: for a missing or invalid model file, a model that
+            does not take 28×28 digits, or an allowed host that is not a host name.
     """
     model_path = None
     if not isinstance(model, Sequential):
@@ -270,7 +237,8 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
     explainer = Explainer(model)
     if manifest is None:
         manifest = _read_manifest(model_path)
-    accuracy = (manifest or {}).get("final", {}).get("test_accuracy")
+    final = (manifest or {}).get("final")
+    accuracy = final.get("test_accuracy") if isinstance(final, dict) else None
     accuracy = float(accuracy) if isinstance(accuracy, int | float) else None
 
     reason = None
@@ -281,8 +249,8 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
     elif isinstance(neighbours, Neighbours):
         index = neighbours
     else:
-        index = Neighbours(*neighbours, source="given")
-    if reason:
+        index = Neighbours(*neighbours, dataset="given")
+    if reason and neighbours is not True:
         log.warning("chainrule serve: %s", reason)
 
     info = ModelInfo(
@@ -297,12 +265,26 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         summary=model.summary(print_fn=None),
         units=explainer.unit_kind,
         test_accuracy=accuracy,
+        training_data=training_data(manifest),
         neighbours=NeighboursInfo(
             available=index is not None, count=0 if index is None else len(index),
-            source=None if index is None else index.source, reason=reason,
+            dataset=None if index is None else index.dataset,
+            sha256=None if index is None else index.sha256, reason=reason,
         ),
         version=__version__,
     )
+    units = _unit_images(explainer)
+    readers = Readers(processes, limits.IMAGE_WORKERS) if processes else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if readers is not None:
+            await run_in_threadpool(readers.start)
+        try:
+            yield
+        finally:
+            if readers is not None:
+                readers.close()
 
     app = FastAPI(
         title="chainrule serve",
@@ -311,10 +293,13 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         "you draw one.",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.explainer = explainer
     app.state.neighbours = index
+    app.state.readers = readers
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
+    app.add_middleware(HeadGuard, allowed=allowed_hosts)
     _add_error_handlers(app)
 
     @app.get("/healthz", response_model=Health, tags=["service"])
@@ -324,18 +309,31 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
 
     @app.get("/api/model", response_model=ModelInfo, tags=["model"])
     def model_info() -> ModelInfo:
-        """The served model: layers, parameter count, test accuracy when known."""
+        """The served model: layers, parameter count, test accuracy and training data."""
         return info
 
-    def answer(request: PredictRequest) -> bytes:
-        if request.image is not None:
-            picture = decode_image(request.image)
-            try:
-                x = preprocess_digit(picture)
-            except ValueError as exc:
-                raise APIError(422, f"image: {exc}") from None
-        else:
-            x = np.asarray(request.pixels, dtype=np.float32).reshape(SIDE, SIDE)
+    @app.get("/api/model/units", response_model=UnitWeights, tags=["model"], responses={
+        304: {"description": "not modified (If-None-Match)"},
+        404: {"model": ErrorBody, "description": "no Dense layer on the pixels"}})
+    def unit_weights(request: Request) -> Response:
+        """Every first-layer unit's 784 weights as a 28×28 image (a softmax regression's
+        templates), for the units that ``explain: ["units"]`` names."""
+        if units is None:
+            raise APIError(404, "this model has no Dense layer on the 784 pixels, so there "
+                           "are no unit images to show")
+        body, packed, etag = units
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        if _gzip_accepted(request.headers.get("accept-encoding", "")):
+            return Response(packed, media_type="application/json",
+                            headers={**headers, "Content-Encoding": "gzip"})
+        return Response(body, media_type="application/json", headers=headers)
+
+    def answer(request: PredictRequest, raw: bytes | None, x: np.ndarray | None) -> bytes:
+        if x is None:
+            x = (read_digit(raw) if raw is not None
+                 else np.asarray(request.pixels, dtype=np.float32).reshape(SIDE, SIDE))
         result = explainer.predict(x)
         response = PredictResponse(
             class_=result["class"],
@@ -347,15 +345,13 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         if "saliency" in wanted:
             response.saliency = _display(explainer.saliency(x, result["class"]))
         if "units" in wanted:
-            units = explainer.units(result["units_output"])
-            if units is None:
+            found = explainer.units(result["units_output"])
+            if found is None:
                 response.notes.append(
                     "units: the model has no Dense layer on the 784 pixels to show"
                 )
             else:
-                for unit in units["units"]:
-                    unit["weights"] = _display(unit["weights"])
-                response.units = Units(**units)
+                response.units = Units(**found)
         if "neighbours" in wanted:
             if index is None:
                 response.notes.append(f"neighbours: {reason}")
@@ -368,19 +364,30 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
         # encoded by json.dumps (five times slower for a response with a few 28×28 images).
         return response.model_dump_json(by_alias=True).encode()
 
-    slow_model = _compute_ms(explainer) > INLINE_MS
+    large_pictures = asyncio.Semaphore(limits.IMAGE_WORKERS)
 
     @app.post("/api/predict", response_model=PredictResponse, responses=ERRORS,
               tags=["model"])
     async def predict(request: PredictRequest) -> Response:
         """Classify one digit; optionally explain the decision."""
-        # A request that takes about a millisecond is answered on the event loop: a worker
-        # thread would cost more than the work (40% of the throughput of the page's requests
-        # on 2 cores). Big pictures, the neighbours' product over the training set, and
-        # models slower than INLINE_MS go to the thread pool, so the loop keeps serving.
-        heavy = (slow_model or "neighbours" in request.explain
-                 or (request.image is not None and len(request.image) > INLINE_IMAGE_CHARS))
-        body = await run_in_threadpool(answer, request) if heavy else answer(request)
+        # A picture's size is read from its header before any pixel is decoded. With worker
+        # processes, they read every picture (large ones one at a time); without, the event
+        # loop reads small ones itself and hands large ones to a worker thread, one at a time.
+        # What is left is answered on the loop or in a worker thread as limits.inline says.
+        raw = x = pixels = None
+        if request.image is not None:
+            raw = picture_bytes(request.image)
+            pixels = declared_pixels(raw)
+            if readers is not None:
+                x = await readers.read(raw, large=pixels > limits.INLINE_PIXELS)
+                raw = pixels = None
+        if limits.inline(explainer.multiply_adds, pixels, "neighbours" in request.explain):
+            body = answer(request, raw, x)
+        elif pixels is not None and pixels > limits.INLINE_PIXELS:
+            async with large_pictures:
+                body = await run_in_threadpool(answer, request, raw, x)
+        else:
+            body = await run_in_threadpool(answer, request, raw, x)
         return Response(body, media_type="application/json")
 
     @app.get("/", include_in_schema=False)
@@ -389,6 +396,18 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _unit_images(explainer: Explainer) -> tuple[bytes, bytes, str] | None:
+    """The body of /api/model/units (JSON, its gzip, its ETag), made once per model."""
+    weights = explainer.unit_weights()
+    if weights is None:
+        return None
+    for unit in weights["units"]:
+        unit["weights"] = _display(unit["weights"])
+    body = UnitWeights(**weights).model_dump_json().encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, gzip.compress(body, compresslevel=6, mtime=0), etag
 
 
 # The page loads nothing but its own files: the browser refuses any other host.
@@ -405,6 +424,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(PictureError)
+    async def picture_error(request: Request, exc: PictureError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(WorkerLost)
+    async def worker_lost(request: Request, exc: WorkerLost):
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -441,17 +468,54 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def serve(model, host: str = "127.0.0.1", port: int = 8000, data_dir=None,
-          log_level: str = "info") -> None:
-    """Run the app with uvicorn until Ctrl-C (``chainrule serve``).
+          log_level: str = "info", allowed_hosts=(),
+          picture_workers: int = limits.PICTURE_PROCESSES) -> None:
+    """Run the app with uvicorn until Ctrl-C (``chainrule serve``), with the limits of
+    ``web/limits.py``, pictures read in worker processes, and one BLAS thread (see
+    ``_one_blas_thread``).
+
+    Args:
+        allowed_hosts: Host header names to answer besides the local ones and ``host``.
+        picture_workers: processes that read pictures (0: the server's own process).
 
     Raises:
         ImportError: without uvicorn (install the ``web`` extra).
+        ValueError: an allowed host that is not a host name or address.
     """
     try:
         import uvicorn
     except ImportError as exc:
         raise ImportError(f"{WEB_HINT} ({exc})") from exc
-    app = create_app(model, data_dir=data_dir)
+    for name in allowed_hosts:
+        try:
+            limits.parse_host(name)
+        except ValueError as exc:
+            raise ValueError(f"argument --allowed-host: {exc}") from None
+    names = [*allowed_hosts]
+    try:
+        names.append(f"{limits.parse_host(host)[0]}")  # the bound address, on its port
+    except ValueError:
+        pass  # not a name a Host header can carry; uvicorn says what is wrong with it
+    _one_blas_thread()
+    app = create_app(model, data_dir=data_dir, allowed_hosts=names, processes=picture_workers)
     shown = f"[{host}]" if ":" in host else host
     print(f"chainrule serve: open http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **limits.server_options())
+
+
+def _one_blas_thread() -> None:
+    """Limit BLAS to one thread in the server process (with threadpoolctl, when installed).
+
+    A digit's products are far too small to split (784 × 256: 0.01 ms on one thread, three
+    times that split in two), the server already works on several requests at once (event
+    loop, worker threads and processes), and on a busy machine a BLAS thread waiting for a
+    core made the neighbours' product of 15.6 MB eight times slower (2 ms → 16 ms, measured
+    on 2 shared cores).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.info("chainrule serve: threadpoolctl is not installed; BLAS uses its default "
+                 "threads (set OPENBLAS_NUM_THREADS=1 for one)")
+        return
+    threadpool_limits(limits=1, user_api="blas")

@@ -1,7 +1,7 @@
-"""What the page shows next to a prediction: saliency, hidden units or templates, neighbours.
+"""What the page shows next to a prediction: saliency, hidden units or templates.
 
 Pure NumPy, no web code: an :class:`Explainer` wraps a trained Sequential for one 28×28 digit
-at a time, and :class:`Neighbours` searches a training set. Both are used by ``web/app.py``.
+at a time, for ``web/app.py``; the nearest training digits are in ``web/neighbours.py``.
 
 Saliency, derived. With z(x) the logits of the model *at inference* and c the predicted class,
 the saliency map is ∂z_c/∂x (28×28). Sequential.backward with the one-hot upstream gradient
@@ -37,6 +37,7 @@ import numpy as np
 from .. import functional
 from ..layers import activations
 from ..layers.augment import RandomShift
+from ..layers.conv import Conv2D
 from ..layers.dense import Dense
 from ..layers.dropout import Dropout
 from ..layers.normalization import BatchNorm
@@ -95,8 +96,8 @@ class Explainer:
         self.ends_in_softmax = isinstance(model.layers[-1], activations.Softmax)
         self.unit_kind, self._dense, self._unit_layer = self._find_units(model)
         self._copy = inference_copy(model)
-        # One computation at a time: the copy's caches are per call, and BLAS already spreads
-        # one product over the cores (concurrent ones would only oversubscribe them).
+        self.multiply_adds = multiply_adds(model)
+        # One computation at a time: the copy's caches are per call.
         self._lock = threading.Lock()
 
     @staticmethod
@@ -163,115 +164,58 @@ class Explainer:
         Returns:
             None when the model has no first Dense on the 784 pixels; else
             {"kind": "templates" | "hidden", "layer": name, "units": [{"unit": j,
-            "activation": value, "weights": (28, 28) column j of W}, …]} — for "templates"
-            all C classes in order with their logit z_j, for "hidden" the ``top`` units of
-            the largest activation, largest first.
+            "activation": value}, …]} — for "templates" all C classes in order with their
+            logit z_j, for "hidden" the ``top`` units of the largest activation, largest
+            first. Their images (column j of W) are in :meth:`unit_weights`.
         """
         if self.unit_kind is None or units_output is None:
             return None
-        W = self._dense.W.value
         values = np.asarray(units_output, dtype=np.float64)
         if self.unit_kind == "templates":
-            order = np.arange(W.shape[1])
+            order = np.arange(len(values))
         else:
             order = np.argsort(-values, kind="stable")[:top]
         return {
             "kind": self.unit_kind,
             "layer": self._dense.name,
-            "units": [
-                {"unit": int(j), "activation": float(values[j]), "weights": _image(W[:, j])}
-                for j in order
-            ],
+            "units": [{"unit": int(j), "activation": float(values[j])} for j in order],
+        }
+
+    def unit_weights(self) -> dict | None:
+        """Every unit's 784 input weights as an image: column j of the first Dense's W.
+
+        Returns:
+            None when the model has no first Dense on the 784 pixels; else
+            {"kind": …, "layer": name, "units": [{"unit": j, "weights": (28, 28)}, …]}
+            for j = 0 … M − 1.
+        """
+        if self.unit_kind is None:
+            return None
+        W = self._dense.W.value
+        return {
+            "kind": self.unit_kind,
+            "layer": self._dense.name,
+            "units": [{"unit": j, "weights": _image(W[:, j])} for j in range(W.shape[1])],
         }
 
 
-class Neighbours:
-    """Nearest training digits by Euclidean distance on the 784 pixel values.
+def multiply_adds(model: Sequential) -> int | None:
+    """Multiply-adds of one forward pass for one sample, or None when a layer's cost is unknown.
 
-    ‖t − x‖² = ‖t‖² − 2 t·x + ‖x‖²: the squared norms ‖t‖² are computed once, and ‖x‖² is the
-    same for every row, so ranking the N training images T (N × 784) for a query x takes one
-    matrix-vector product T x. The k + 10 best by this float32 product are then re-ranked by
-    their exact float64 distances, so that rounding cannot reorder near-ties.
-
-    The product is bound by memory bandwidth (it reads all N × 784 × 4 bytes, 188 MB for
-    MNIST). Queries that arrive while one is running are therefore answered together: the next
-    thread to get the lock takes every waiting query and, from 4 of them on, computes
-    [x₁ … x_B]ᵀ Tᵀ, one matrix product that reads T once for all of them (on 2 cores: 13 ms
-    for 8 queries against 6 ms for one GEMV).
-
-    Args:
-        images: (N, 28, 28) or (N, 784), uint8 (0..255) or float in [0, 1].
-        labels: (N,) integer classes.
-        source: where they came from, for the page.
+    Dense: D·M per position; Conv2D: C_out·C_in·k_h·k_w per output position; layers without
+    parameters and BatchNorm: one per output value (element-wise: activations, pooling,
+    reshapes, Dropout). Any other layer with parameters (recurrent, attention, containers)
+    makes it None.
     """
-
-    RERANK = 10
-
-    def __init__(self, images, labels, source: str = ""):
-        images = np.asarray(images)
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / np.float32(255.0)
-        self.images = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
-        if self.images.shape[1] != PIXELS:
-            raise ValueError(f"Neighbours expected 28×28 images, got shape {images.shape}")
-        self.labels = np.asarray(labels).astype(np.int64)
-        if len(self.labels) != len(self.images):
-            raise ValueError(
-                f"Neighbours got {len(self.images)} images but {len(self.labels)} labels"
-            )
-        self.sq_norms = np.einsum("ij,ij->i", self.images, self.images, dtype=np.float64)
-        self.source = source
-        self._product = threading.Lock()
-        self._waiting_lock = threading.Lock()
-        self._waiting: list[_Query] = []
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def _scores(self, x: np.ndarray) -> np.ndarray:
-        """‖t‖² − 2 t·x for every training image t (N,), batched with concurrent queries."""
-        query = _Query(x)
-        with self._waiting_lock:
-            self._waiting.append(query)
-        with self._product:
-            if query.scores is None:
-                with self._waiting_lock:
-                    batch, self._waiting = self._waiting, []
-                if len(batch) < 4:  # below 4, separate GEMVs beat OpenBLAS's skinny GEMM
-                    products = [self.images @ q.x for q in batch]
-                else:
-                    products = np.stack([q.x for q in batch]) @ self.images.T  # (B, N)
-                for q, product in zip(batch, products, strict=True):
-                    q.scores = self.sq_norms - 2.0 * product
-        return query.scores
-
-    def query(self, image: np.ndarray, k: int = 5) -> list[dict]:
-        """The ``k`` nearest training images, nearest first (ties: lower index first).
-
-        Returns:
-            [{"index": i, "label": y_i, "distance": ‖t_i − x‖, "image": (28, 28)}, …]
-        """
-        x = np.asarray(image, dtype=np.float32).reshape(PIXELS)
-        k = min(k, len(self.images))
-        scores = self._scores(x)
-        m = min(k + self.RERANK, len(self.images))
-        candidates = np.argpartition(scores, m - 1)[:m]
-        exact = np.linalg.norm(self.images[candidates].astype(np.float64) - x, axis=1)
-        order = np.lexsort((candidates, exact))[:k]
-        return [
-            {
-                "index": int(candidates[j]),
-                "label": int(self.labels[candidates[j]]),
-                "distance": float(exact[j]),
-                "image": _image(self.images[candidates[j]]),
-            }
-            for j in order
-        ]
-
-
-class _Query:
-    __slots__ = ("x", "scores")
-
-    def __init__(self, x: np.ndarray):
-        self.x = x
-        self.scores: np.ndarray | None = None
+    total = 0
+    for layer in model.layers:
+        out = math.prod(layer.output_shape)
+        if isinstance(layer, Dense):
+            total += layer.W.value.size * (out // layer.W.value.shape[1])
+        elif isinstance(layer, Conv2D):
+            total += layer.W.value.size * (out // layer.W.value.shape[0])
+        elif isinstance(layer, BatchNorm) or not layer.parameters():
+            total += out
+        else:
+            return None
+    return total

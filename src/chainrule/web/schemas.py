@@ -78,18 +78,32 @@ class PredictRequest(BaseModel):
 
 
 class Unit(BaseModel):
-    unit: int = Field(description="column j of the first Dense layer's W")
+    unit: int = Field(description="column j of the first Dense layer's W; its image is unit j "
+                      "of GET /api/model/units")
     activation: float = Field(description="its value for this input (a logit for templates)")
-    weights: Image28
+
+
+UnitKind = Literal["templates", "hidden"]
 
 
 class Units(BaseModel):
-    kind: Literal["templates", "hidden"] = Field(
+    kind: UnitKind = Field(
         description="'templates': the C columns of a softmax regression's W with their logits; "
         "'hidden': the first hidden layer's most active units, largest first",
     )
     layer: str
     units: list[Unit]
+
+
+class UnitImage(BaseModel):
+    unit: int = Field(description="column j of the first Dense layer's W")
+    weights: Image28 = Field(description="column j as a 28×28 image")
+
+
+class UnitWeights(BaseModel):
+    kind: UnitKind
+    layer: str
+    units: list[UnitImage] = Field(description="every unit, in order j = 0, 1, …")
 
 
 class Neighbour(BaseModel):
@@ -124,8 +138,20 @@ class LayerInfo(BaseModel):
 class NeighboursInfo(BaseModel):
     available: bool
     count: int
-    source: str | None = None
+    dataset: str | None = Field(None, description="e.g. 'mnist' (its training images)")
+    sha256: str | None = Field(None, description="of the images file searched, when known")
     reason: str | None = None
+
+
+class DataFile(BaseModel):
+    split: str = Field(description="e.g. 'train_images'")
+    file: str | None = Field(description="the file's name, without its folder")
+    sha256: str | None
+
+
+class TrainingData(BaseModel):
+    dataset: str | None = Field(description="e.g. 'mnist', or the name of a dataset folder")
+    files: list[DataFile]
 
 
 class ModelInfo(BaseModel):
@@ -136,10 +162,13 @@ class ModelInfo(BaseModel):
     parameters: int
     layers: list[LayerInfo]
     summary: str
-    units: Literal["templates", "hidden"] | None = Field(
+    units: UnitKind | None = Field(
         description="what 'explain': ['units'] returns for this model (None: not available)",
     )
     test_accuracy: float | None = Field(description="from manifest.json next to the model")
+    training_data: TrainingData | None = Field(
+        description="what the run was trained on, from manifest.json: names and hashes only",
+    )
     neighbours: NeighboursInfo
     version: str
 
@@ -153,10 +182,13 @@ class ErrorBody(BaseModel):
 
 
 ERRORS = {
+    400: {"model": ErrorBody, "description": "Host header naming another server"},
+    408: {"model": ErrorBody, "description": "body not received in time"},
     413: {"model": ErrorBody, "description": "body larger than the limit (1 MB)"},
     415: {"model": ErrorBody, "description": "body not sent as application/json"},
     422: {"model": ErrorBody, "description": "malformed JSON, wrong fields or values, "
           "unreadable image"},
+    503: {"model": ErrorBody, "description": "the worker process reading the picture died"},
 }
 
 

@@ -21,6 +21,7 @@ const state = {
   lastSent: -Infinity,
   timer: 0,
   model: null,
+  weights: null,      // a Promise of unit → 28×28 weights (GET /api/model/units, fetched once)
 };
 
 // ------------------------------------------------------------------ drawing
@@ -157,13 +158,17 @@ async function send() {
   state.wantAll = false;
   state.pending = false;
   state.inFlight = true;
-  state.lastSent = performance.now();
   setStatus("thinking…");
   try {
+    const explain = all ? ON_RELEASE : WHILE_DRAWING;
+    const payload = JSON.stringify({ image: exportPng(), explain });
+    // The throttle counts from the request itself, not from before the PNG was made (which
+    // takes longer on a busy machine, and would let the next request follow sooner).
+    state.lastSent = performance.now();
     const response = await fetch("/api/predict", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ image: exportPng(), explain: all ? ON_RELEASE : WHILE_DRAWING }),
+      body: payload,
     });
     const body = await response.json();
     if (generation === state.generation) {
@@ -283,31 +288,45 @@ function fmt(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
 
+// The units' weight images do not change with the drawing: fetched once per page, then each
+// answer names its units and their activations only.
+function unitWeights() {
+  if (!state.weights) {
+    state.weights = fetch("/api/model/units")
+      .then((response) => {
+        if (!response.ok) throw new Error(`the server answered ${response.status}`);
+        return response.json();
+      })
+      .then((body) => new Map(body.units.map((u) => [u.unit, u.weights])))
+      .catch((error) => {
+        state.weights = null;  // try again with the next answer
+        setStatus(`could not load the unit images (${error.message})`, true);
+        return null;
+      });
+  }
+  return state.weights;
+}
+
 // cls < 0: no drawing (the templates alone, without their logits).
-function showUnits(units, cls) {
+function showUnits(units, cls, weights) {
   const box = $("units");
   box.classList.toggle("templates", units.kind === "templates");
   box.replaceChildren(...units.units.map((u) => {
+    const rows = weights.get(u.unit);
     if (units.kind !== "templates") {
-      return tile(u.weights, `#${u.unit} <b>${fmt(u.activation)}</b>`, "diverging", false);
+      return tile(rows, `#${u.unit} <b>${fmt(u.activation)}</b>`, "diverging", false);
     }
     const caption = cls < 0 ? `<b>${u.unit}</b>` : `<b>${u.unit}</b> z = ${fmt(u.activation)}`;
-    return tile(u.weights, caption, "diverging", u.unit === cls);
+    return tile(rows, caption, "diverging", u.unit === cls);
   }));
 }
 
 async function showTemplates() {
-  try {
-    const response = await fetch("/api/predict", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ pixels: new Array(784).fill(0), explain: ["units"] }),
-    });
-    const body = await response.json();
-    if (response.ok && body.units && !state.strokes.length) showUnits(body.units, -1);
-  } catch (error) {
-    setStatus(`no answer from the server (${error.message})`, true);
-  }
+  const generation = state.generation;
+  const weights = await unitWeights();
+  if (!weights || state.strokes.length || generation !== state.generation) return;
+  const units = [...weights.keys()].map((unit) => ({ unit, activation: 0 }));
+  showUnits({ kind: "templates", units }, -1, weights);
 }
 
 function render(body, all) {
@@ -326,7 +345,12 @@ function render(body, all) {
     drawImage($("saliency-ink"), ink, "diverging");
   }
 
-  if (body.units) showUnits(body.units, cls);
+  if (body.units) {
+    const generation = state.generation;
+    unitWeights().then((weights) => {
+      if (weights && generation === state.generation) showUnits(body.units, cls, weights);
+    });
+  }
 
   const neighbours = $("neighbours");
   if (body.neighbours) {
@@ -372,6 +396,7 @@ async function loadModel() {
       `<strong>${info.name}</strong>${shape} · ${info.parameters.toLocaleString("en-US")} parameters${accuracy}`;
     $("model-line").title = info.summary;
     const caption = $("units-caption");
+    if (info.units) unitWeights();
     if (info.units === "templates") {
       showTemplates();
       $("units-title").textContent = "Class templates";
