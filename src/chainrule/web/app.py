@@ -35,13 +35,13 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
-import json
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
+from .. import runs
 from ..model import Sequential
 from ..serialization import load_model
 from ..version import __version__
@@ -155,17 +155,15 @@ def _load_neighbours(data_dir) -> tuple[Neighbours | None, str | None]:
 
 
 def _read_manifest(model_path: Path | None) -> dict | None:
+    """The run's manifest.json next to a model (``runs.read_manifest``); None without one,
+    or when it is unreadable (the server still serves the model, and logs why)."""
     if model_path is None:
         return None
-    path = model_path.with_name("manifest.json")
-    if not path.is_file():
-        return None
     try:
-        manifest = json.loads(path.read_text())
+        return runs.read_manifest(model_path.parent) or None
     except (OSError, ValueError) as exc:
-        log.warning("ignoring %s: %s", path, exc)
+        log.warning("ignoring the manifest next to %s: %s", model_path, exc)
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def _name(value) -> str | None:
