@@ -19,6 +19,7 @@ from .callbacks import (
 )
 from .explain import BackwardReport, explain_backward
 from .gradcheck import GradcheckReport, gradcheck
+from .interop import export_onnx, import_onnx
 from .model import Sequential
 from .parameter import Parameter
 from .serialization import load_model
@@ -29,6 +30,8 @@ __all__ = [
     "Sequential",
     "Parameter",
     "load_model",
+    "export_onnx",
+    "import_onnx",
     "gradcheck",
     "GradcheckReport",
     "explain_backward",

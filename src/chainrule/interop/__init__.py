@@ -1,6 +1,12 @@
-"""Other formats and frameworks: ONNX, PyTorch and safetensors.
+"""Other formats and frameworks: ONNX (export and import), PyTorch (both ways), safetensors.
 
 Each optional package (onnx, onnxruntime, torch, safetensors) is imported only inside the
 function that needs it; without it, that function raises ImportError naming the install
-command.
+command (``pip install "chainrule[onnx]"``, ``"chainrule[torch]"``,
+``"chainrule[safetensors]"``).
 """
+
+from .onnx_export import OPSET, export_onnx
+from .onnx_import import import_onnx
+
+__all__ = ["OPSET", "export_onnx", "import_onnx"]
