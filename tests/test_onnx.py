@@ -4,8 +4,6 @@ the MNIST-trained presets likewise; export → import is exact; bad graphs are o
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -16,89 +14,10 @@ from onnx.reference import ReferenceEvaluator
 import chainrule as cr
 from chainrule import layers as L
 from chainrule.interop import OPSET, export_onnx, import_onnx
-from interop_helpers import PRESETS, trained_preset
+from interop_helpers import PRESETS, ROWS, row_model, trained_preset
 from torch_helpers import assert_close_to_scale
 
 RTOL = 1e-5
-
-
-def images(*shape):
-    return lambda rng, n: rng.standard_normal((n, *shape)).astype(np.float32)
-
-
-def ids(vocab, length):
-    return lambda rng, n: rng.integers(0, vocab, (n, length))
-
-
-# One row per layer configuration: (layers, input generator, imports back). A row's model is
-# built for the generator's sample shape; every weight and running statistic is randomized.
-ROWS = {
-    "dense_relu": ([L.Dense(5), L.ReLU()], images(7), True),
-    "dense_no_bias_sigmoid": ([L.Dense(4, use_bias=False), L.Sigmoid()], images(6), True),
-    "dense_on_sequences_tanh": ([L.Dense(5), L.Tanh()], images(3, 6), True),
-    "leaky_relu_softmax": ([L.Dense(6), L.LeakyReLU(0.2), L.Softmax()], images(5), True),
-    "identity_dropout_flatten": ([L.Flatten(), L.Identity(), L.Dropout(0.3), L.Dense(3)],
-                                 images(2, 3, 4), True),
-    "gelu": ([L.Dense(6), L.GELU()], images(5), False),
-    "gelu_tanh": ([L.Dense(6), L.GELU(approximate="tanh")], images(5), False),
-    "conv_valid": ([L.Conv2D(3, 3)], images(2, 7, 8), True),
-    "conv_same_odd": ([L.Conv2D(4, 3, padding="same")], images(2, 6, 7), True),
-    "conv_same_even_kernel": ([L.Conv2D(3, 4, padding="same")], images(1, 7, 6), True),
-    "conv_same_stride_2": ([L.Conv2D(3, 3, strides=2, padding="same")], images(2, 8, 7), True),
-    "conv_same_stride_dilation": ([L.Conv2D(2, (2, 3), strides=(2, 3), dilation=2,
-                                            padding="same")], images(2, 9, 11), True),
-    "conv_explicit_padding_no_bias": ([L.Conv2D(3, 3, strides=(2, 1), padding=(1, 2),
-                                                use_bias=False)], images(2, 7, 6), True),
-    "conv_dilation_valid": ([L.Conv2D(2, 3, dilation=(2, 1))], images(1, 9, 8), True),
-    "conv_on_hw_images": ([L.Conv2D(3, 3), L.ReLU()], images(8, 8), True),
-    "maxpool": ([L.MaxPool2D(2)], images(2, 6, 7), True),
-    "maxpool_same_stride": ([L.MaxPool2D(3, strides=2, padding="same")], images(2, 7, 8), True),
-    "maxpool_padding": ([L.MaxPool2D(3, strides=1, padding=1)], images(2, 5, 5), True),
-    "avgpool": ([L.AvgPool2D(2, strides=1)], images(2, 5, 6), True),
-    "avgpool_same_stride": ([L.AvgPool2D(2, strides=2, padding="same")], images(2, 7, 5),
-                            True),
-    "avgpool_padding": ([L.AvgPool2D((3, 2), padding=(1, 1))], images(1, 6, 6), True),
-    "pools_on_hw_images": ([L.MaxPool2D(2), L.AvgPool2D(2, strides=1), L.Flatten()],
-                           images(8, 9), True),
-    "global_average_pool": ([L.Conv2D(4, 3), L.GlobalAveragePool2D(), L.Dense(2)],
-                            images(2, 6, 6), True),
-    "batchnorm_features": ([L.Dense(5), L.BatchNorm(), L.ReLU()], images(4), True),
-    "batchnorm_images": ([L.Conv2D(3, 3), L.BatchNorm(momentum=0.05, eps=1e-3)],
-                         images(2, 6, 6), True),
-    "batchnorm_frozen": ([L.BatchNorm(frozen=True)], images(3, 4, 4), True),
-    "random_shift": ([L.RandomShift(2), L.Conv2D(2, 3)], images(1, 8, 8), True),
-    "embedding": ([L.Embedding(11, 4), L.Flatten(), L.Dense(3)], ids(11, 5), True),
-    "layernorm": ([L.LayerNorm(), L.Dense(3)], images(4, 6), True),
-    "positional_attention": ([L.Embedding(13, 8), L.PositionalEmbedding(9),
-                              L.CausalSelfAttention(2)], ids(13, 6), False),
-    "gpt_block": ([L.Residual([L.LayerNorm(), L.CausalSelfAttention(4)]),
-                   L.Residual([L.LayerNorm(), L.Dense(16), L.GELU(), L.Dense(8)])],
-                  images(5, 8), False),
-    "rnn": ([L.RNN(4)], images(5, 3), False),
-    "lstm_sequences_learned_state": ([L.LSTM(4, return_sequences=True,
-                                             learn_initial_state=True)], images(5, 3), False),
-    "gru": ([L.GRU(5, learn_initial_state=True)], images(4, 3), False),
-    "gru_sequences": ([L.GRU(3, return_sequences=True)], images(4, 2), False),
-}
-
-
-def row_model(name: str):
-    """The row's model, built, with random weights and statistics, and a batch for it."""
-    factory, generator, _ = ROWS[name]
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    x = generator(rng, 5)
-    model = cr.Sequential(copy.deepcopy(factory), seed=0, name=name)
-    model.build(x.shape[1:])
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.endswith(".rng"):
-            continue
-        if key.endswith("running_var"):
-            state[key] = rng.uniform(0.5, 1.5, value.shape)
-        else:
-            state[key] = rng.standard_normal(value.shape) * 0.5
-    model.load_state_dict(state, strict=False)
-    return model, x
 
 
 def run_everywhere(model, x, tmp_path):
@@ -119,7 +38,7 @@ def test_layer_row_in_reference_evaluator_and_onnxruntime(row, tmp_path):
     ours, reference, runtime, path = run_everywhere(model, x, tmp_path)
     assert_close_to_scale(reference, ours, RTOL, f"{row}: reference evaluator")
     assert_close_to_scale(runtime, ours, RTOL, f"{row}: onnxruntime")
-    if ROWS[row][2]:
+    if ROWS[row].onnx_import:
         back = import_onnx(path)
         assert_same_model(back, model, x)
 

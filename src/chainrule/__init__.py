@@ -19,7 +19,7 @@ from .callbacks import (
 )
 from .explain import BackwardReport, explain_backward
 from .gradcheck import GradcheckReport, gradcheck
-from .interop import export_onnx, import_onnx
+from .interop import export_onnx, from_torch, import_onnx, to_torch
 from .model import Sequential
 from .parameter import Parameter
 from .serialization import load_model
@@ -32,6 +32,8 @@ __all__ = [
     "load_model",
     "export_onnx",
     "import_onnx",
+    "to_torch",
+    "from_torch",
     "gradcheck",
     "GradcheckReport",
     "explain_backward",

@@ -8,5 +8,6 @@ command (``pip install "chainrule[onnx]"``, ``"chainrule[torch]"``,
 
 from .onnx_export import OPSET, export_onnx
 from .onnx_import import import_onnx
+from .torch import from_torch, to_torch
 
-__all__ = ["OPSET", "export_onnx", "import_onnx"]
+__all__ = ["OPSET", "export_onnx", "from_torch", "import_onnx", "to_torch"]

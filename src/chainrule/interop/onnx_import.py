@@ -32,7 +32,6 @@ Round trip: ``import_onnx(export_onnx(model))`` has identical weights, buffers a
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ import numpy as np
 from .. import layers as L
 from ..layers.arguments import pad_amounts
 from ..model import Sequential
+from .names import name_layers
 from .onnx_export import require_onnx
 
 __all__ = ["IMPORTED_OPERATORS", "import_onnx"]
@@ -49,9 +49,6 @@ IMPORTED_OPERATORS = ("Gemm", "MatMul", "Add (after MatMul)", "Relu", "LeakyRelu
                       "BatchNormalization", "Flatten", "Reshape (to flatten)", "Identity",
                       "Dropout", "LayerNormalization", "Gather", "GlobalAveragePool",
                       "Unsqueeze/Squeeze (one channel)")
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
 
 def import_onnx(source, name: str | None = None) -> Sequential:
     """A Sequential computing what the ONNX model ``source`` computes.
@@ -101,8 +98,8 @@ class _Importer:
         self.where = where
         graph = proto.graph
         self.graph = graph
-        self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-                          1)
+        self.opset = next(
+            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self.nodes = []
         for node in graph.node:
@@ -199,7 +196,7 @@ class _Importer:
                              "that chainrule cannot keep")
         if not self.layers:
             self.layers.append((L.Identity(), {}, ""))
-        layers = _named([layer for layer, _, _ in self.layers],
+        layers = name_layers([layer for layer, _, _ in self.layers],
                         [hint for _, _, hint in self.layers])
         # An embedding's table gives the dtype of a model that reads ids.
         dtype = (state.dtype or "float32") if kind == "ids" else kind
@@ -535,24 +532,3 @@ def _round(value: float) -> float:
     """A float32 attribute (ONNX stores them so) as the decimal it was written from: 0.1, not
     0.10000000149."""
     return float(f"{float(value):.7g}")
-
-
-def _named(layers: list, hints: list[str]) -> list:
-    """Give every layer a unique name: its node's name where that is an identifier not used
-    twice, else ``<type>_<k>`` as a Sequential numbers layers."""
-    counts: dict[str, int] = {}
-    for hint in hints:
-        counts[hint] = counts.get(hint, 0) + 1
-    chosen = {hint for hint in hints if hint and _IDENTIFIER.fullmatch(hint) and counts[hint] == 1}
-    taken = set(chosen)
-    for layer, hint in zip(layers, hints, strict=True):
-        if hint in chosen:
-            name = hint
-        else:
-            base, k = type(layer).__name__.lower(), 1
-            while f"{base}_{k}" in taken:
-                k += 1
-            name = f"{base}_{k}"
-            taken.add(name)
-        layer.name, layer.auto_named = name, False
-    return layers
