@@ -31,8 +31,10 @@ Conv, as chainrule's Conv2D reads them. Initializers are named as ``model.state_
 
 The graph has one input ``input`` of shape (N, *model.input_shape) and one output ``output``
 (N, *model.output_shape), N a dynamic batch axis, and declares ONNX opset ``OPSET`` (17:
-LayerNormalization is the newest operator used). A layer with no ONNX form (a layer class of
-your own) is refused with its name.
+LayerNormalization is the newest operator used). Tensors are the model's dtype: a float64
+model's graph is in double precision, which onnxruntime's CPU provider lacks kernels for (Conv,
+the pools, Erf, RNN/LSTM/GRU); export ``model.copy(dtype="float32")`` for it. A layer with no
+ONNX form (a layer class of your own) is refused with its name.
 """
 
 from __future__ import annotations
