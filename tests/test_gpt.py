@@ -15,7 +15,7 @@ same weights:
 
 "Relative" for a tensor is max|ours − torch| / max|torch|: gradients are sums over the batch
 and the positions whose entries can cancel to 0, where entry-wise relative error measures
-rounding, not the formula (see torch_helpers.assert_close_to_scale).
+rounding, not the formula (see helpers.assert_close_to_scale).
 """
 
 from __future__ import annotations

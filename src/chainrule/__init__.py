@@ -19,6 +19,7 @@ from .callbacks import (
 )
 from .explain import BackwardReport, explain_backward
 from .gradcheck import GradcheckReport, gradcheck
+from .interop import export_onnx, from_torch, import_onnx, to_torch
 from .model import Sequential
 from .parameter import Parameter
 from .serialization import load_model
@@ -29,6 +30,10 @@ __all__ = [
     "Sequential",
     "Parameter",
     "load_model",
+    "export_onnx",
+    "import_onnx",
+    "to_torch",
+    "from_torch",
     "gradcheck",
     "GradcheckReport",
     "explain_backward",

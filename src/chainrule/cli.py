@@ -1,4 +1,5 @@
-"""The ``chainrule`` command line: train, report, evaluate, predict, gradcheck, info, serve."""
+"""The ``chainrule`` command line: train, report, evaluate, predict, gradcheck, info, serve,
+export, sweep."""
 
 from __future__ import annotations
 
@@ -466,6 +467,44 @@ def cmd_serve(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- export
+EXPORT_FORMATS = {"onnx": ".onnx", "npz": ".npz", "safetensors": ".safetensors"}
+
+
+def cmd_export(args) -> int:
+    source = Path(args.model)
+    if not source.is_file():
+        raise CLIError(f"model file not found: {source}")
+    out = Path(args.out) if args.out else source.with_suffix(EXPORT_FORMATS[args.to])
+    if out.resolve() == source.resolve():
+        raise CLIError(f"--out {out} is the model file itself; choose another file")
+    if source.suffix == ".onnx":
+        from .interop import import_onnx
+
+        model = import_onnx(source)
+    else:
+        model = load_model(source, compile=False)
+    if args.to == "onnx":
+        from .interop import OPSET, export_onnx
+
+        export_onnx(model, out)
+        shape = ", ".join(map(str, model.input_shape))
+        print(f"wrote {out}: ONNX opset {OPSET}, input 'input' (N, {shape}), output 'output' "
+              f"(N, {', '.join(map(str, model.output_shape))})")
+    else:
+        model.save(out)
+        print(f"wrote {out}: {args.to}, {len(model.state_dict())} arrays")
+    return 0
+
+
+# ---------------------------------------------------------------------- sweep
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    return run_sweep(args.spec, out=args.out, scheduler=args.scheduler, jobs=args.jobs,
+                     quiet=args.quiet)
+
+
 # ---------------------------------------------------------------------- parser / main
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -585,6 +624,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes that read the pictures sent, 0 … 64 (default 2; 0: the "
                    "server's own process)")
     p.set_defaults(func=cmd_serve)
+
+    p = command("export", help="convert a model: .npz, .safetensors or .onnx to another of them")
+    p.add_argument("model", help="a model .npz or .safetensors written by train or save, or an "
+                   ".onnx graph of supported operators")
+    p.add_argument("--to", choices=sorted(EXPORT_FORMATS), required=True,
+                   help="the format to write")
+    p.add_argument("-o", "--out", default=None,
+                   help="the file to write (default: MODEL with the format's extension)")
+    p.set_defaults(func=cmd_export)
+
+    p = command("sweep", help="a grid or random search over train settings, one run per trial")
+    p.add_argument("spec", help="the sweep's TOML file (see README: Sweeps)")
+    p.add_argument("--out", default=None,
+                   help="the sweep folder (default: the spec's 'out', else sweeps/SPEC-NAME)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run the trials on this Dask cluster (default: local processes)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="local trials at a time (default: the number of CPUs)")
+    p.add_argument("--quiet", action="store_true", help="no line per finished trial")
+    p.set_defaults(func=cmd_sweep)
 
     add_exercise_commands(sub, [common])
     return parser

@@ -22,6 +22,9 @@ declared size and ``.npy`` header (shape, dtype) are checked before its data is 
 memory a file can make ``load_model`` use is what its architecture honestly needs, whatever
 its entries inflate to, and no pickle is ever unpickled.
 
+The same arrays and config can be written in the safetensors format instead (a
+``.safetensors`` path; ``chainrule.interop.safetensors``), with the same checks on loading.
+
 The model classes a file can describe are looked up in ``MODELS`` (``Sequential`` registers
 itself there), so this module needs nothing from ``model.py``, which imports it to save.
 """
@@ -49,7 +52,8 @@ from .random_state import check_state_array
 from .registry import Registry
 from .version import __version__
 
-__all__ = ["CONFIG_KEY", "FORMAT", "FORMAT_VERSION", "MAX_CONFIG_BYTES", "MODELS", "load_model",
+__all__ = ["CONFIG_KEY", "FORMAT", "FORMAT_VERSION", "MAX_CONFIG_BYTES", "MODELS",
+           "ArchiveLoader", "Entry", "load_model", "looks_like_safetensors", "model_arrays",
            "save_model"]
 
 CONFIG_KEY = "__chainrule__"
@@ -68,10 +72,12 @@ _OPTIMIZER_KEY = re.compile(r"optimizer/(?P<param>.+)/(?P<key>[A-Za-z_][A-Za-z0-
 
 
 def save_model(model, path, include_optimizer: bool = True, metadata: dict | None = None) -> None:
-    """Save ``model`` to ``path`` (.npz): written to a temporary file, then renamed into place.
+    """Save ``model`` to ``path``: written to a temporary file, then renamed into place.
 
-    A failure at any point (disk full, Ctrl-C) leaves an existing file at ``path`` untouched and
-    no partial file behind.
+    A ``.safetensors`` path gets the safetensors format (``chainrule.interop.safetensors``: the
+    same arrays and config); any other path the .npz archive described above. A failure at any
+    point (disk full, Ctrl-C) leaves an existing file at ``path`` untouched and no partial file
+    behind.
 
     Args:
         model: a built Sequential.
@@ -79,6 +85,27 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
         include_optimizer: also store the optimizer's state (to resume training exactly).
         metadata: JSON-able extras (e.g. a training checkpoint's epoch and history), given back
             as ``model.metadata`` by :func:`load_model`.
+
+    Raises:
+        ValueError: if the model is not built (it has no weights yet).
+        ImportError: for a ``.safetensors`` path without the safetensors package.
+    """
+    if Path(path).suffix == ".safetensors":
+        from .interop.safetensors import save_safetensors
+
+        save_safetensors(model, path, include_optimizer=include_optimizer, metadata=metadata)
+        return
+    arrays, config = model_arrays(model, include_optimizer, metadata)
+    arrays[CONFIG_KEY] = np.array(json.dumps(config))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def model_arrays(model, include_optimizer: bool = True, metadata: dict | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict]:
+    """What a saved model holds: (name → array, the JSON config), for every file format.
+
+    The arrays are ``model.state_dict()`` then, when the model is compiled and
+    ``include_optimizer``, ``optimizer/<param>/<key>`` for the optimizer's state.
 
     Raises:
         ValueError: if the model is not built (it has no weights yet).
@@ -114,18 +141,20 @@ def save_model(model, path, include_optimizer: bool = True, metadata: dict | Non
                     if isinstance(value, int):
                         value = np.array(value, dtype=np.int64)
                     arrays[f"optimizer/{name}/{key}"] = value
-    arrays[CONFIG_KEY] = np.array(json.dumps(config))
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    return arrays, config
 
 
 def load_model(path, compile: bool = True, custom_objects: dict | None = None):
     """Load a model written by ``save``: same architecture, weights, and (if saved) optimizer.
 
+    Reads the .npz archive and the safetensors format alike, told apart by their first bytes
+    (a zip archive starts with ``PK``, a safetensors file with its header's length and ``{``).
+
     Every field of the config and every array is checked before use (see the module
     docstring); the first problem found is raised with the file and the field or entry.
 
     Args:
-        path: the .npz file.
+        path: the .npz or .safetensors file.
         compile: restore the loss, metrics and optimizer (with its state) when the file has them;
             with False, the optimizer entries are not read.
         custom_objects: name → class for layer classes defined outside chainrule (a file that
@@ -138,7 +167,8 @@ def load_model(path, compile: bool = True, custom_objects: dict | None = None):
         ValueError: if the file is not a chainrule model (not an .npz, a truncated or corrupt
             one, or no chainrule config); a config field of the wrong type or value; weights
             beyond ``MAX_WEIGHT_BYTES``; an entry the architecture does not have, or one of the
-            wrong shape, size or dtype (complex, strings, objects); NaN or inf weights.
+            wrong shape, size or dtype (complex, strings, objects); NaN or inf weights; a
+            safetensors file with a corrupt header or no chainrule config in its metadata.
     """
     path = Path(path)
     where = f"load_model: {path}"
@@ -152,8 +182,13 @@ def load_model(path, compile: bool = True, custom_objects: dict | None = None):
     except PermissionError:
         raise PermissionError(f"{where}: permission denied (the file cannot be read)") from None
     with file:
-        magic = file.read(4)
+        magic = file.read(9)
         file.seek(0)
+        if magic[:2] != b"PK" and (path.suffix == ".safetensors"
+                                   or looks_like_safetensors(magic)):
+            from .interop.safetensors import SafetensorsLoader
+
+            return SafetensorsLoader(file, where).load(compile, custom_objects)
         try:
             archive = zipfile.ZipFile(file)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -166,11 +201,17 @@ def load_model(path, compile: bool = True, custom_objects: dict | None = None):
                 f"{where} is not a chainrule model file (not a readable .npz archive)"
             ) from None
         with archive:
-            return _Loader(archive, where).load(compile, custom_objects)
+            return ArchiveLoader(archive, where).load(compile, custom_objects)
+
+
+def looks_like_safetensors(head: bytes) -> bool:
+    """True when ``head``, a file's first 9 bytes, opens a safetensors file: a little-endian
+    u64 header length (below 100 MB, the format's own limit), then the header's ``{``."""
+    return len(head) == 9 and int.from_bytes(head[:8], "little") < 10**8 and head[8:9] == b"{"
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
     """An archive member and what its ``.npy`` header declares (``offset``: the header's size)."""
 
     key: str
@@ -180,8 +221,14 @@ class _Entry:
     offset: int
 
 
-class _Loader:
-    """One ``load_model`` call: the archive, its entries and the message prefix."""
+class ArchiveLoader:
+    """One ``load_model`` call: the archive, its entries and the message prefix.
+
+    Every check of a saved model lives here; the file format enters only through
+    ``members`` (entry name → where it is), ``read_config``, ``entry_header``,
+    ``check_entry_size`` and ``read_entry``, which the safetensors format overrides
+    (``chainrule.interop.safetensors.SafetensorsLoader``).
+    """
 
     def __init__(self, archive: zipfile.ZipFile, where: str):
         self.archive = archive
@@ -200,7 +247,7 @@ class _Loader:
 
     # ------------------------------------------------------------------ the whole load
     def load(self, compile: bool, custom_objects):
-        config = self._config()
+        config = self.read_config()
         if config["format_version"] == 1:
             self._rename_format_1()
         spec = config["model"]
@@ -250,7 +297,7 @@ class _Loader:
         self.members = renamed
 
     # ------------------------------------------------------------------ the config
-    def _config(self) -> dict:
+    def read_config(self) -> dict:
         info = self.members.pop(CONFIG_KEY, None)
         if info is None:
             raise ValueError(
@@ -263,15 +310,15 @@ class _Loader:
                 f"than a model config may take ({MAX_CONFIG_BYTES}, "
                 "chainrule.serialization.MAX_CONFIG_BYTES)"
             )
-        entry = self._header(CONFIG_KEY, info)
+        entry = self.entry_header(CONFIG_KEY, info)
         if entry.dtype.kind != "U" or entry.shape != ():
             raise ValueError(
                 f"{self.where}: the {CONFIG_KEY!r} entry must be a text scalar, got an array of "
                 f"shape {entry.shape} and dtype {entry.dtype}"
             )
-        self._check_size(entry)
+        self.check_entry_size(entry)
         try:
-            config = json.loads(str(self._read(entry)[()]))
+            config = json.loads(str(self.read_entry(entry)[()]))
         except (ValueError, RecursionError) as exc:
             raise ValueError(
                 f"{self.where} has a corrupt chainrule config: {type(exc).__name__}: {exc}"
@@ -349,9 +396,9 @@ class _Loader:
             raise ValueError(f"{self.where} holds an unexpected entry {key!r} ({why})")
 
     # ------------------------------------------------------------------ entries
-    def _check_array(self, key: str, shape: tuple[int, ...], dtype) -> _Entry:
+    def _check_array(self, key: str, shape: tuple[int, ...], dtype) -> Entry:
         """The entry's header against the shape and dtype the architecture needs."""
-        entry = self._header(key, self.members[key])
+        entry = self.entry_header(key, self.members[key])
         if not np.can_cast(entry.dtype, dtype, "same_kind"):
             raise ValueError(
                 f"{self.where}: {key} has dtype {entry.dtype}, expected float32 or float64 (or "
@@ -361,10 +408,10 @@ class _Loader:
             raise ValueError(
                 f"{self.where}: {key} has shape {entry.shape}, the architecture needs {shape}"
             )
-        self._check_size(entry)
+        self.check_entry_size(entry)
         return entry
 
-    def _header(self, key: str, info: zipfile.ZipInfo) -> _Entry:
+    def entry_header(self, key: str, info: zipfile.ZipInfo) -> Entry:
         """Read only the ``.npy`` header of an entry; refuse object (pickled) arrays."""
         fmt = np.lib.format
         try:
@@ -387,9 +434,9 @@ class _Loader:
                 f"{self.where}: {key} holds Python objects (dtype {dtype}), which only a pickle "
                 "can restore; chainrule models never do, and unpickling could run code"
             )
-        return _Entry(key, info, tuple(shape), dtype, offset)
+        return Entry(key, info, tuple(shape), dtype, offset)
 
-    def _check_size(self, entry: _Entry) -> None:
+    def check_entry_size(self, entry: Entry) -> None:
         """The entry's declared uncompressed size must be its header plus its data, exactly:
         a larger one is a bomb or hides data, a smaller one a truncated entry."""
         need = entry.offset + math.prod(entry.shape) * entry.dtype.itemsize
@@ -400,7 +447,7 @@ class _Loader:
                 f"{entry.dtype}); the entry is corrupt or was tampered with"
             )
 
-    def _read(self, entry: _Entry) -> np.ndarray:
+    def read_entry(self, entry: Entry) -> np.ndarray:
         """The array of a checked entry (NumPy reads it in chunks, without pickles)."""
         try:
             with self.archive.open(entry.info) as f:
@@ -413,22 +460,22 @@ class _Loader:
 
     def _weights(self, key: str, dtype) -> np.ndarray:
         """A checked weight array, cast to ``dtype``; refused for NaN/inf or inexact values."""
-        entry = self._header(key, self.members[key])
+        entry = self.entry_header(key, self.members[key])
         try:
-            return as_weights(self._read(entry), dtype, f"{self.where}: {key}")
+            return as_weights(self.read_entry(entry), dtype, f"{self.where}: {key}")
         except TypeError as exc:
             raise ValueError(str(exc)) from None
 
     def _rng_array(self, key: str) -> np.ndarray:
         """A random state entry: a (6,) uint64 array (see ``chainrule.random_state``)."""
-        entry = self._header(key, self.members[key])
+        entry = self.entry_header(key, self.members[key])
         if entry.shape != (6,) or entry.dtype != np.uint64:
             raise ValueError(
                 f"{self.where}: {key} must be a random state, a (6,) uint64 array, got shape "
                 f"{entry.shape} and dtype {entry.dtype}"
             )
-        self._check_size(entry)
-        return check_state_array(self._read(entry), f"{self.where}: {key}")
+        self.check_entry_size(entry)
+        return check_state_array(self.read_entry(entry), f"{self.where}: {key}")
 
     # ------------------------------------------------------------------ the rest of the state
     def _rng_states(self, model, states: dict) -> None:
@@ -503,14 +550,14 @@ class _Loader:
 
     def _counter(self, key: str) -> int:
         """An integer counter saved as a 0-d integer array (Adam's step), as an exact int."""
-        entry = self._header(key, self.members[key])
+        entry = self.entry_header(key, self.members[key])
         if entry.shape != () or entry.dtype.kind not in "iu":
             raise ValueError(
                 f"{self.where}: {key} must be an integer scalar, got an array of shape "
                 f"{entry.shape} and dtype {entry.dtype}"
             )
-        self._check_size(entry)
-        value = int(self._read(entry))
+        self.check_entry_size(entry)
+        value = int(self.read_entry(entry))
         if value < 0:
             raise ValueError(f"{self.where}: {key} must be >= 0, got {value}")
         return value
