@@ -251,3 +251,20 @@ def test_a_missing_word_list_is_one_line_naming_the_package(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "wamerican" in err and err.startswith("chainrule lm: error:")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_broken_lm_config_is_named(names_run, tmp_path):
+    folder, _ = names_run
+    config = json.loads((folder / "run" / runs.CONFIG).read_text())
+    for name, value, match in (("epochs", 0, "'epochs' must be a positive integer, got 0"),
+                               ("model", "rnn", "'model' must be one of mlp, lstm, gpt"),
+                               ("vocab", "aab", "'vocab' must be the model's characters")):
+        broken = tmp_path / name
+        broken.mkdir()
+        runs.write_json(broken / runs.CONFIG, {**config, name: value})
+        with pytest.raises(ValueError, match=match):
+            runs.read_config(broken)
+    del config["context"]
+    runs.write_json(tmp_path / runs.CONFIG, config)
+    with pytest.raises(ValueError, match="has no 'context' setting"):
+        runs.read_config(tmp_path)
