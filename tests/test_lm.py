@@ -65,9 +65,13 @@ def test_the_gpt_preset_is_four_blocks_of_width_64():
     assert 190_000 < model.count_params() < 220_000
 
 
-def test_unknown_preset():
+def test_unknown_preset_and_context_out_of_range():
     with pytest.raises(ValueError, match="unknown language model 'rnn'; expected one of"):
         models.build_lm("rnn", 27)
+    for context in (0, models.MAX_LM_CONTEXT + 1, 2.0):
+        with pytest.raises(ValueError, match="context must be an integer in 1 … 64"):
+            models.build_lm("gpt", 27, context=context)
+    assert models.build_lm("lstm", 27, context=8).input_shape == (8,)
 
 
 def test_a_short_training_run_lowers_the_validation_loss(trained):
@@ -232,6 +236,8 @@ def test_lm_command_line_errors(names_run, tmp_path):
          "run already holds a run (model.npz)"),
         (("lm", "train", "--data", "missing.txt"), "lm", "text file not found"),
         (("lm", "train", "--model", "rnn"), "lm train", "invalid choice: 'rnn'"),
+        (("lm", "train", "--context", "100000"), "lm train",
+         "argument --context: must be an integer in 1 … 64, got 100000"),
     ]
     for args, command, match in cases:
         result = run_cli(*args, cwd=folder)

@@ -31,6 +31,18 @@ REPORT_SAMPLES = 20
 REPORT_TEMPERATURE = 0.8
 
 
+def context_length(text: str) -> int:
+    """argparse type: an integer in 1 … ``models.MAX_LM_CONTEXT``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= models.MAX_LM_CONTEXT:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in 1 … {models.MAX_LM_CONTEXT}, got {text}")
+    return value
+
+
 def add_commands(subparsers, parents=()) -> argparse.ArgumentParser:
     """Add ``lm`` with its subcommands ``train`` and ``sample`` to the main parser's
     ``subparsers``; ``parents`` give every command the main CLI's ``--debug``."""
@@ -47,7 +59,7 @@ def add_commands(subparsers, parents=()) -> argparse.ArgumentParser:
     p.add_argument("--data", default="words",
                    help=f"'words' for {text.DEFAULT_WORDS} (Debian's wamerican, lowercase a–z "
                    "words; the default) or a UTF-8 text file whose whitespace-separated "
-                   "tokens are the words")
+                   "tokens are the words (./words for a file named words)")
     p.add_argument("--model", choices=models.LM_PRESETS, default="mlp")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="default: " + ", ".join(f"{R[m]['epochs']} for {m}" for m in R))
@@ -57,9 +69,10 @@ def add_commands(subparsers, parents=()) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_number, default=None,
                    help="AdamW's initial rate, cosine-decayed to 0 (default: "
                    + ", ".join(f"{R[m]['lr']:g} for {m}" for m in R) + ")")
-    p.add_argument("--context", type=positive_int, default=None,
-                   help="characters the model reads (default: " + ", ".join(
-                       f"{models.LM_ARCH[m]['context']} for {m}" for m in R) + ")")
+    p.add_argument("--context", default=None, metavar="T",
+                   type=context_length,
+                   help=f"characters the model reads, 1 … {models.MAX_LM_CONTEXT} (default: "
+                   + ", ".join(f"{models.LM_ARCH[m]['context']} for {m}" for m in R) + ")")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seeds the split, the weights and the shuffling (default 0)")
     p.add_argument("--out", default=None, help="run folder (default runs/lm-MODEL-TIMESTAMP)")
@@ -162,10 +175,9 @@ def cmd_train(args) -> int:
         f"({test / np.log(2):.4f} bits/char)")
     model.save(run_dir / MODEL, metadata={"task": runs.LM_TASK, "vocab": config["vocab"]})
     runs.write_history(run_dir, history)
-    files = {} if data == "words" and not text.DEFAULT_WORDS.is_file() else {
-        "text": text.DEFAULT_WORDS if data == "words" else Path(data)}
     runs.write_manifest(
-        run_dir, argv=["chainrule", *sys.argv[1:]], config=config, files=files,
+        run_dir, argv=["chainrule", *sys.argv[1:]], config=config,
+        files={"text": text.DEFAULT_WORDS if data == "words" else Path(data)},
         samples={"train_words": len(train_words), "validation_words": len(val_words),
                  "test_words": len(test_words), "train_targets": int(np.sum(y != -100))},
         train_seconds=train_seconds,

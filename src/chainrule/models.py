@@ -237,9 +237,10 @@ LM_RECIPE = {
     "lstm": {"epochs": 8, "batch_size": 64, "lr": 5e-3, "weight_decay": 0.01},
     "gpt": {"epochs": 6, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.01},
 }
-#: True for the presets that read (N, T) rows and predict every position (sequence_examples),
-#: False for a window that predicts the next character once (context_examples).
-LM_SEQUENCE = {"mlp": False, "lstm": True, "gpt": True}
+#: The longest context a language model may be given (``--context``): far more than a word
+#: needs (the longest in the word list has 22 letters), and the examples of a much longer one
+#: would not fit in memory (51,000 rows of T int64 ids each, twice).
+MAX_LM_CONTEXT = 64
 
 
 def _check_lm_preset(preset: str) -> None:
@@ -342,11 +343,15 @@ def build_lm(preset: str, vocab_size: int, seed: int | None = None, context: int
         dtype: "float32" or "float64".
 
     Raises:
-        ValueError: for an unknown preset.
+        ValueError: for an unknown preset, or a context outside 1 … ``MAX_LM_CONTEXT``.
     """
     _check_lm_preset(preset)
     arch = dict(LM_ARCH[preset])
     if context is not None:
+        if isinstance(context, bool) or not isinstance(context, int) or not (
+                1 <= context <= MAX_LM_CONTEXT):
+            raise ValueError(f"context must be an integer in 1 … {MAX_LM_CONTEXT}, got "
+                             f"{context!r}")
         arch["context"] = context
     make = {"mlp": char_mlp, "lstm": char_lstm, "gpt": gpt}[preset]
     model = make(vocab_size, seed=seed, dtype=dtype, **arch)
