@@ -12,6 +12,7 @@ import pytest
 from chainrule import cli, generate, models, runs
 from chainrule.data import text
 from chainrule.data.text import IGNORE_INDEX, Vocabulary
+from chainrule.serialization import load_model
 from cli_helpers import assert_one_line_error, run_cli
 
 NAMES = ("emma olivia ava isabella sophia mia charlotte amelia harper evelyn abigail emily "
@@ -274,3 +275,36 @@ def test_a_broken_lm_config_is_named(names_run, tmp_path):
     runs.write_json(tmp_path / runs.CONFIG, config)
     with pytest.raises(ValueError, match="has no 'context' setting"):
         runs.read_config(tmp_path)
+
+
+def test_an_interrupted_lm_run_resumes_bit_identically(tmp_path, monkeypatch, capsys):
+    (tmp_path / "names.txt").write_text(NAMES + "\n")
+    config = ["lm", "train", "--data", str(tmp_path / "names.txt"), "--model", "lstm",
+              "--epochs", "2", "--batch-size", "8", "--seed", "2", "--quiet", "--no-report"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main([*config, "--out", str(a)]) == 0
+    original = runs.EpochCheckpoint.on_epoch_end
+
+    def interrupt_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(runs.EpochCheckpoint, "on_epoch_end", interrupt_after_first_epoch)
+        assert cli.main([*config, "--out", str(b)]) == 130
+    assert f"chainrule lm train --resume --out {b}" in capsys.readouterr().err
+    assert (b / runs.CHECKPOINT).is_file() and not (b / runs.MODEL).exists()
+    again = run_cli(*config, "--out", b, cwd=tmp_path)
+    assert "pass --resume to continue it" in assert_one_line_error(again, "lm")
+
+    assert cli.main(["lm", "train", "--resume", "--out", str(b), "--quiet", "--no-report"]) == 0
+    assert not (b / runs.CHECKPOINT).exists()
+    for wa, wb in zip(load_model(a / runs.MODEL).get_weights(),
+                      load_model(b / runs.MODEL).get_weights(), strict=True):
+        assert np.array_equal(wa, wb)
+    assert runs.read_history(b) == runs.read_history(a)
+    final = [json.loads((r / runs.MANIFEST).read_text())["final"] for r in (a, b)]
+    assert final[0] == final[1]
+    done = run_cli("lm", "train", "--resume", "--out", b, cwd=tmp_path)
+    assert "has finished (model.npz is saved)" in assert_one_line_error(done, "lm")

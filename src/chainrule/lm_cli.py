@@ -8,6 +8,8 @@ A run folder of ``lm train`` holds what ``chainrule train``'s does (``chainrule.
 config.json (with "task": "lm"), checkpoint.npz after every epoch until the end, then
 model.npz (its metadata holds the vocabulary, so ``lm sample`` needs nothing else),
 history.json/.csv (loss and val_loss in nats per character), manifest.json and report.html.
+An interrupted run continues from its last checkpoint with ``lm train --resume --out RUN``,
+exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from . import generate, models, runs
 from .cli import non_negative_int, positive_int, positive_number
 from .data import text
 from .runs import CHECKPOINT, CONFIG, MODEL, REPORT
+from .serialization import load_model
 
 #: The report's and ``lm train``'s sampled words: how many, and at what temperature.
 REPORT_SAMPLES = 20
@@ -76,6 +79,9 @@ def add_commands(subparsers, parents=()) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seeds the split, the weights and the shuffling (default 0)")
     p.add_argument("--out", default=None, help="run folder (default runs/lm-MODEL-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last epoch checkpoint, with the "
+                   "run's saved settings (other training options are ignored)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write RUN/report.html with the loss curves and sampled words "
@@ -100,26 +106,29 @@ def add_commands(subparsers, parents=()) -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- train
-def cmd_train(args) -> int:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.out) if args.out else Path("runs") / f"lm-{args.model}-{stamp}"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"--out {run_dir} is a file, not a folder")
+def _resume_config(run_dir: Path) -> dict:
+    """The settings of the language-model run to continue in ``run_dir``, read and checked."""
+    if not (run_dir / CHECKPOINT).is_file():
+        finished = (run_dir / MODEL).is_file()
+        raise ValueError(
+            f"--resume: the run in {run_dir} has finished ({MODEL} is saved); start a new run "
+            "with another --out" if finished else
+            f"--resume: {run_dir} holds no {CHECKPOINT} to resume from")
+    config = runs.read_config(run_dir)
+    if not runs.is_lm_config(config):
+        raise ValueError(f"--resume: {run_dir} holds a run of chainrule train, not of lm train; "
+                         f"resume it with: chainrule train --resume --out {run_dir}")
+    return config
+
+
+def _new_config(args, run_dir: Path, data: str, vocab: text.Vocabulary) -> dict:
     for name in (CHECKPOINT, MODEL):
         if (run_dir / name).exists():
-            raise ValueError(f"{run_dir} already holds a run ({name}); choose another --out")
-    say = (lambda *a: None) if args.quiet else print
+            raise ValueError(f"{run_dir} already holds a run ({name}); choose another --out"
+                             + (", or pass --resume to continue it" if name == CHECKPOINT
+                                else ""))
     recipe = models.LM_RECIPE[args.model]
-    data = "words" if args.data == "words" else os.path.abspath(os.path.expanduser(args.data))
-
-    # Data and every check first: a run that cannot start leaves no folder behind.
-    words = text.read_words(data)
-    vocab = text.Vocabulary.from_words(words)
-    train_words, val_words, test_words = text.split_words(words, seed=args.seed)
-    if not test_words:
-        raise ValueError(f"{data}: {len(set(words))} distinct words leave no test words; a "
-                         "corpus needs at least 10 distinct words")
-    config = {
+    return {
         "task": runs.LM_TASK,
         "model": args.model,
         "data": data,
@@ -131,29 +140,65 @@ def cmd_train(args) -> int:
         "seed": args.seed,
         "vocab": "".join(vocab.chars),
     }
-    probe = models.build_lm(args.model, len(vocab), seed=args.seed, context=config["context"])
+
+
+def cmd_train(args) -> int:
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out RUN, the folder of the run to continue")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.out) if args.out else Path("runs") / f"lm-{args.model}-{stamp}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} is a file, not a folder")
+    say = (lambda *a: None) if args.quiet else print
+    resumed = _resume_config(run_dir) if args.resume else None
+    data = resumed["data"] if resumed else (
+        "words" if args.data == "words" else os.path.abspath(os.path.expanduser(args.data)))
+
+    # Data and every check first: a run that cannot start leaves no folder behind.
+    words = text.read_words(data)
+    vocab = text.Vocabulary.from_words(words)
+    config = resumed or _new_config(args, run_dir, data, vocab)
+    if "".join(vocab.chars) != config["vocab"]:
+        raise ValueError(f"--resume: {data} has other characters than when the run started "
+                         f"({''.join(vocab.chars)!r}, not {config['vocab']!r}): it was changed")
+    train_words, val_words, test_words = text.split_words(words, seed=config["seed"])
+    if not test_words:
+        raise ValueError(f"{data}: {len(set(words))} distinct words leave no test words; a "
+                         "corpus needs at least 10 distinct words")
+    preset, seed = config["model"], config["seed"]
+    probe = models.build_lm(preset, len(vocab), seed=seed, context=config["context"])
     x, y = generate.examples(probe, train_words, vocab)
     x_val, y_val = generate.examples(probe, val_words, vocab)
     x_test, y_test = generate.examples(probe, test_words, vocab)
     steps = probe.steps_per_epoch(len(x), config["batch_size"])
-    model = models.build_lm(args.model, len(vocab), seed=args.seed, context=config["context"],
-                            lr=config["lr"], total_steps=config["epochs"] * steps)
+    model = models.build_lm(preset, len(vocab), seed=seed, context=config["context"],
+                            lr=config["lr"], weight_decay=config["weight_decay"],
+                            total_steps=config["epochs"] * steps)
+    past, initial_epoch = {}, 0
+    if resumed:
+        saved = load_model(run_dir / CHECKPOINT)
+        initial_epoch, past = runs.check_checkpoint(saved, model, run_dir / CHECKPOINT,
+                                                    run_dir / CONFIG, config["epochs"])
+        model = saved
+        say(f"resuming {run_dir} after epoch {initial_epoch} of {config['epochs']}")
     say(f"{len(words):,} words from {data}: {len(train_words):,} train, {len(val_words):,} "
         f"validation, {len(test_words):,} test; {vocab.describe()}")
 
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.remove_stale_temporaries(run_dir)
-    runs.write_json(run_dir / CONFIG, config)
+    if not resumed:
+        runs.write_json(run_dir / CONFIG, config)
     if not args.quiet:
         model.summary()
-    checkpoint = runs.EpochCheckpoint(run_dir)
+    checkpoint = runs.EpochCheckpoint(run_dir, past)
     started = time.perf_counter()
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            model.fit(x, y, epochs=config["epochs"], batch_size=config["batch_size"],
-                      seed=args.seed, validation_data=(x_val, y_val), callbacks=[checkpoint],
-                      verbose=0 if args.quiet else 1)
+            if initial_epoch < config["epochs"]:
+                model.fit(x, y, epochs=config["epochs"], batch_size=config["batch_size"],
+                          seed=seed, validation_data=(x_val, y_val), callbacks=[checkpoint],
+                          verbose=0 if args.quiet else 1, initial_epoch=initial_epoch)
     except BaseException as exc:
         if not (run_dir / CHECKPOINT).exists():
             for name in (CONFIG, runs.HISTORY_JSON, runs.HISTORY_CSV):
@@ -162,13 +207,14 @@ def cmd_train(args) -> int:
                 with contextlib.suppress(OSError):
                     run_dir.rmdir()
         if isinstance(exc, KeyboardInterrupt):
-            kept = (f"the last epoch's checkpoint is in {run_dir / CHECKPOINT}"
+            kept = (f"the checkpoint of the last finished epoch is in {run_dir / CHECKPOINT}; "
+                    f"continue with: chainrule lm train --resume --out {run_dir}"
                     if (run_dir / CHECKPOINT).exists() else "nothing was kept")
             print(f"\ninterrupted: {kept}", file=sys.stderr)
             return 130
         raise
     train_seconds = time.perf_counter() - started
-    history = checkpoint.merged()
+    history = checkpoint.merged() if initial_epoch < config["epochs"] else past
     val = generate.nats_per_char(model, x_val, y_val)
     test = generate.nats_per_char(model, x_test, y_test)
     say(f"\nvalidation {val:.4f} nats/char, test {test:.4f} nats/char "
@@ -186,7 +232,7 @@ def cmd_train(args) -> int:
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     say(f"\nsaved {run_dir / MODEL}, history.json/.csv and manifest.json in {run_dir}")
     words_out = generate.sample_words(model, vocab, REPORT_SAMPLES, REPORT_TEMPERATURE,
-                                      seed=args.seed)
+                                      seed=seed)
     say(f"sampled at temperature {REPORT_TEMPERATURE}: {' '.join(words_out)}")
     if args.report:
         try:
