@@ -2,12 +2,16 @@
 
 Usage:
     CHAINRULE_DATA=../shared/data python benchmarks/speed.py [--reps 3] [--threads 2]
+    python benchmarks/speed.py --lm-only      (the language-model rows alone)
 
 Both frameworks train the same model on the same in-memory MNIST (float32, 60,000 images,
 reshuffled every epoch, no DataLoader) with Adam(1e-3) and the same number of threads; the runs
 interleave (chainrule, torch, chainrule, torch, …) so drift hits both, and each figure is the
 median of ``--reps`` one-epoch runs from a fresh model (the CNN row times ``--cnn-steps``
-batches instead of a full epoch). This is a benchmark, not a test.
+batches instead of a full epoch). The language-model rows time ``--lm-steps`` training steps of
+each preset of chainrule.models.LM_PRESETS against its torch twin (benchmarks/lm_torch.py) on
+the words of /usr/share/dict/words, in target characters (tokens) per second. This is a
+benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ def parse_args():
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-memory run")
     parser.add_argument("--cnn-steps", type=int, default=40,
                         help="training steps timed for the CNN row (an epoch is 469)")
+    parser.add_argument("--lm-steps", type=int, default=30,
+                        help="training steps timed for each language-model row")
+    parser.add_argument("--lm-only", action="store_true",
+                        help="only the language models' training tokens/s (no MNIST needed)")
     return parser.parse_args()
 
 
@@ -200,7 +208,81 @@ def cpu_model() -> str:
     return platform.processor() or "unknown processor"
 
 
+# ---------------------------------------------------------------------- language models
+def lm_rows(steps: int, reps: int) -> list[tuple]:
+    """Training tokens/s of each language-model preset, chainrule vs its torch twin
+    (benchmarks/lm_torch.py: same architecture, same initial weights, AdamW), on the first
+    ``steps`` batches of a fixed shuffle of the words' training split. A token is a target
+    character (padding excluded). Returns (preset, batch, tokens, chainrule s, torch s) rows."""
+    import lm_torch
+
+    from chainrule import generate, models
+    from chainrule.data import text
+
+    words = text.read_words("words")
+    vocab = text.Vocabulary.from_words(words)
+    train = text.split_words(words, seed=0)[0]
+    rows = []
+    for preset in models.LM_PRESETS:
+        recipe = models.LM_RECIPE[preset]
+        batch = recipe["batch_size"]
+        probe = models.build_lm(preset, len(vocab), seed=0)
+        x, y = generate.examples(probe, train, vocab)
+        order = np.random.default_rng(0).permutation(len(x))[:steps * batch]
+        x, y = x[order], y[order]
+        tokens = int(np.sum(y != text.IGNORE_INDEX))
+
+        def ours(r, preset=preset, x=x, y=y, batch=batch, recipe=recipe):
+            model = models.build_lm(preset, len(vocab), seed=r, lr=recipe["lr"])
+            model.train_step(x[:batch], y[:batch])  # warm-up: buffers, optimizer state
+            start = time.perf_counter()
+            for i in range(0, len(x), batch):
+                model.train_step(x[i:i + batch], y[i:i + batch])
+            return time.perf_counter() - start
+
+        def theirs(r, preset=preset, x=x, y=y, batch=batch, recipe=recipe):
+            twin = lm_torch.from_chainrule(preset, models.build_lm(preset, len(vocab), seed=r),
+                                           models.LM_ARCH[preset])
+            opt = torch.optim.AdamW(twin.parameters(), lr=recipe["lr"],
+                                    weight_decay=recipe["weight_decay"])
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+            def step(i):
+                loss = lm_torch.loss_of(twin, tx[i:i + batch], ty[i:i + batch])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            step(0)
+            start = time.perf_counter()
+            for i in range(0, len(x), batch):
+                step(i)
+            return time.perf_counter() - start
+
+        t_ours, t_theirs = interleaved(ours, theirs, reps)
+        rows.append((preset, batch, tokens, t_ours, t_theirs))
+    return rows
+
+
+def print_lm_rows(rows, steps: int) -> None:
+    print(f"\n| training a language model, {steps} steps | chainrule tokens/s | "
+          "PyTorch tokens/s | ratio |")
+    print("|---|---|---|---|")
+    for preset, batch, tokens, t_ours, t_theirs in rows:
+        unit = "windows" if preset == "mlp" else "words"
+        print(f"| {preset} preset, batch {batch} {unit} | {tokens / t_ours:,.0f} | "
+              f"{tokens / t_theirs:,.0f} | {t_theirs / t_ours:.2f} |")
+
+
 def main():
+    if ARGS.lm_only:
+        rows = lm_rows(ARGS.lm_steps, ARGS.reps)
+        print(f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} cores, "
+              f"{ARGS.threads} threads each; NumPy {np.__version__}, torch {torch.__version__}; "
+              f"median of {ARGS.reps} interleaved runs; load average "
+              f"{os.getloadavg()[0]:.1f}")
+        print_lm_rows(rows, ARGS.lm_steps)
+        return
     (x, y), (x_test, y_test) = load_mnist(flatten=True)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     rows = []
@@ -268,6 +350,7 @@ def main():
           f"{len(x_test) / inf_torch:,.0f} | {inf_torch / inf_ours:.2f} |")
     if rss is not None:
         print(f"\npeak RSS of `chainrule train --model mlp --epochs 1` (full MNIST): {rss:.0f} MB")
+    print_lm_rows(lm_rows(ARGS.lm_steps, ARGS.reps), ARGS.lm_steps)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The ``chainrule`` command line: train, report, evaluate, predict, gradcheck, info, serve,
-export, sweep."""
+export, sweep (and ``lm train`` / ``lm sample``, from ``chainrule.lm_cli``)."""
 
 from __future__ import annotations
 
@@ -646,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     add_exercise_commands(sub, [common])
+    from .lm_cli import add_commands as add_lm_commands
+
+    add_lm_commands(sub, [common])
     return parser
 
 

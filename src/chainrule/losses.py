@@ -42,6 +42,7 @@ class Loss:
             )
         self.reduction = reduction
         self._backward_fn = None
+        self.last_count: int | None = None
 
     def __call__(self, pred, target) -> float:
         """Return the loss of ``pred`` against ``target`` and remember what backward needs."""
@@ -56,6 +57,10 @@ class Loss:
                 f"got shape {pred.shape}"
             )
         target = self.check_target(pred, target)
+        # How many terms the mean averaged: the batch size, unless _compute says otherwise
+        # (a sequence loss with ignore_index: the positions kept). fit and evaluate weight
+        # each batch's mean by it, so that their mean over batches is the mean over terms.
+        self.last_count = pred.shape[0]
         value, self._backward_fn = self._compute(pred, target)
         return float(value)
 
@@ -335,6 +340,7 @@ class SparseCategoricalCrossEntropy(Loss):
             rows = np.flatnonzero(~ignored)
             labels = labels[rows]
             n = len(rows)
+        self.last_count = n
         scale = self._scale(n)
         if self.from_logits:
             log_p = F.log_softmax(pred)

@@ -564,7 +564,7 @@ class Sequential:
                 # as the uninterrupted run would have.
                 epoch_seed = None if shuffle_seed is None else [shuffle_seed, epoch]
                 order = np.random.default_rng(epoch_seed).permutation(n)
-            loss_sum = 0.0
+            loss_sum, loss_count = 0.0, 0
             correct = [0] * len(self.metrics)
             seen = 0
             for step in range(steps):
@@ -578,10 +578,15 @@ class Sequential:
                 watch.check(loss, epoch, step)
                 nb = len(xb)
                 seen += nb
-                loss_sum += loss * nb if self.loss.reduction == "mean" else loss
+                if self.loss.reduction == "mean":
+                    loss_sum += loss * self.loss.last_count
+                    loss_count += self.loss.last_count
+                else:
+                    loss_sum += loss
+                    loss_count += nb
                 for i, metric in enumerate(self.metrics):
                     correct[i] += metric.count(output, yb, threshold)
-                logs = {"loss": loss_sum / seen}
+                logs = {"loss": loss_sum / loss_count}
                 for i, metric in enumerate(self.metrics):
                     logs[metric.name] = correct[i] / seen
                 for cb in cbs:
@@ -608,6 +613,10 @@ class Sequential:
     def evaluate(self, x, y, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
         """Mean loss and metrics over (x, y) at inference (Dropout off).
 
+        The loss is the mean over every term the loss averages, whatever the batch size: every
+        sample, or every kept position of a sequence loss with ``ignore_index`` (nats per
+        character for a language model).
+
         Returns:
             {"loss": float, "accuracy": float, …} for the compiled metrics.
         """
@@ -621,15 +630,21 @@ class Sequential:
             self.build(x.shape[1:])
         self._check_targets(x, y, "evaluate")
         threshold = 0.0 if getattr(self.loss, "from_logits", False) else 0.5
-        total, correct = 0.0, [0] * len(self.metrics)
+        total, count, correct = 0.0, 0, [0] * len(self.metrics)
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             output = self._forward(xb, training=False)
             loss = self.loss(output, yb)
-            total += loss * len(xb) if self.loss.reduction == "mean" else loss
+            if self.loss.reduction == "mean":
+                # Each batch's mean weighted by the terms it averaged (samples, or the kept
+                # positions of a sequence loss with ignore_index): the mean over all of them.
+                total += loss * self.loss.last_count
+                count += self.loss.last_count
+            else:
+                total += loss
             for i, metric in enumerate(self.metrics):
                 correct[i] += metric.count(output, yb, threshold)
-        result = {"loss": total / len(x) if self.loss.reduction == "mean" else total}
+        result = {"loss": total / count if self.loss.reduction == "mean" else total}
         for i, metric in enumerate(self.metrics):
             result[metric.name] = correct[i] / len(x)
         if verbose:

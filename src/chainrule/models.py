@@ -1,4 +1,5 @@
-"""Model presets: ready-to-train Sequential models with settings that train well on MNIST."""
+"""Model presets: ready-to-train Sequential models with settings that train well on MNIST, and
+character-level language models (``LM_PRESETS``) that train on English words in minutes."""
 
 from __future__ import annotations
 
@@ -213,3 +214,150 @@ def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = DEFAULT_DR
     stack.append(layers.Dense(num_classes))
     model = Sequential(stack, dtype=dtype, seed=seed, name="cnn")
     return _compile(model, lr, epochs, steps_per_epoch)
+
+
+# ---------------------------------------------------------------------- language models
+LM_PRESETS = ("mlp", "lstm", "gpt")
+
+# Each language model's architecture and training recipe, written once: the functions below,
+# ``chainrule lm train`` and benchmarks/lm.py all read them. "context" is the number of
+# characters the model reads: the MLP's window, the LSTM's and GPT's sequence length T.
+# The sizes train in a few minutes on 2 CPU cores on the ~51,000 training words of
+# /usr/share/dict/words (see LM_RECIPE for the epochs).
+LM_ARCH = {
+    "mlp": {"context": 5, "embed": 24, "hidden": 384},
+    "lstm": {"context": 16, "embed": 32, "units": 128},
+    "gpt": {"context": 16, "width": 64, "heads": 4, "blocks": 4},
+}
+# AdamW with torch's default weight decay, cosine-decayed to 0 over the run. batch_size counts
+# windows for the MLP (one target character each) and words (rows of T positions) for the
+# sequence models: a step sees 256 target characters (MLP) or about 600 (64 words).
+LM_RECIPE = {
+    "mlp": {"epochs": 10, "batch_size": 256, "lr": 3e-3, "weight_decay": 0.01},
+    "lstm": {"epochs": 8, "batch_size": 64, "lr": 5e-3, "weight_decay": 0.01},
+    "gpt": {"epochs": 6, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.01},
+}
+#: The longest context a language model may be given (``--context``): far more than a word
+#: needs (the longest in the word list has 22 letters), and the examples of a much longer one
+#: would not fit in memory (51,000 rows of T int64 ids each, twice).
+MAX_LM_CONTEXT = 64
+
+
+def _check_lm_preset(preset: str) -> None:
+    if preset not in LM_PRESETS:
+        raise ValueError(f"unknown language model {preset!r}; expected one of {list(LM_PRESETS)}")
+
+
+def char_mlp(vocab_size: int, context: int = LM_ARCH["mlp"]["context"],
+             embed: int = LM_ARCH["mlp"]["embed"], hidden: int = LM_ARCH["mlp"]["hidden"],
+             seed: int | None = None, dtype: str = "float32") -> Sequential:
+    """Bengio et al.'s neural probabilistic language model, on characters:
+
+        ids (N, context)  →  Embedding(V, embed)          (N, context, embed)
+        Flatten → Dense(hidden) → Tanh                   (N, hidden)
+        Dense(V)                                          logits of the next character (N, V)
+
+    The window's characters are looked up in one shared table C and their vectors concatenated:
+    z = tanh([C x₁, …, C x_k] W₁ + b₁) W₂ + b₂ (without the paper's direct input-to-output
+    connections). Not compiled: see :func:`build_lm`.
+
+    Args:
+        vocab_size: V, the characters and the boundary token.
+        context: k, the characters the model reads.
+        embed, hidden: the vector size per character and the hidden layer's width.
+        seed, dtype: as in :func:`softmax_regression`.
+    """
+    return Sequential([
+        layers.Embedding(vocab_size, embed, input_shape=(context,)),
+        layers.Flatten(),
+        layers.Dense(hidden, activation="tanh"),
+        layers.Dense(vocab_size),
+    ], dtype=dtype, seed=seed, name="char_mlp")
+
+
+def char_lstm(vocab_size: int, context: int = LM_ARCH["lstm"]["context"],
+              embed: int = LM_ARCH["lstm"]["embed"], units: int = LM_ARCH["lstm"]["units"],
+              seed: int | None = None, dtype: str = "float32") -> Sequential:
+    """An LSTM language model: every position predicts the next character.
+
+        ids (N, T)  →  Embedding(V, embed)  →  LSTM(units, return_sequences=True)  (N, T, units)
+                    →  Dense(V)                                    logits (N, T, V)
+
+    Args:
+        vocab_size: V.  context: T.  embed: the vector size per character.  units: H.
+        seed, dtype: as in :func:`softmax_regression`.
+    """
+    return Sequential([
+        layers.Embedding(vocab_size, embed, input_shape=(context,)),
+        layers.LSTM(units, return_sequences=True),
+        layers.Dense(vocab_size),
+    ], dtype=dtype, seed=seed, name="char_lstm")
+
+
+def gpt(vocab_size: int, context: int = LM_ARCH["gpt"]["context"],
+        width: int = LM_ARCH["gpt"]["width"], heads: int = LM_ARCH["gpt"]["heads"],
+        blocks: int = LM_ARCH["gpt"]["blocks"], seed: int | None = None,
+        dtype: str = "float32") -> Sequential:
+    """A small GPT (GPT-2's layout, pre-LayerNorm blocks) over characters:
+
+        ids (N, T)  →  Embedding(V, E) → PositionalEmbedding(T)              (N, T, E)
+        blocks × [ Residual(LayerNorm → CausalSelfAttention(heads)),
+                   Residual(LayerNorm → Dense(4E) → GELU(tanh) → Dense(E)) ]
+        LayerNorm → Dense(V)                                                logits (N, T, V)
+
+    The default, 4 blocks of width 64 with 4 heads over 16 positions, has about 200,000
+    parameters. Not compiled: see :func:`build_lm`.
+
+    Args:
+        vocab_size: V.  context: T, the longest input (the positional table's length).
+        width: E.  heads: attention heads (E must be divisible by it).  blocks: transformer
+            blocks.  seed, dtype: as in :func:`softmax_regression`.
+    """
+    stack = [layers.Embedding(vocab_size, width, input_shape=(context,)),
+             layers.PositionalEmbedding(context)]
+    for _ in range(blocks):
+        stack += [
+            layers.Residual([layers.LayerNorm(), layers.CausalSelfAttention(heads)]),
+            layers.Residual([layers.LayerNorm(), layers.Dense(4 * width),
+                             layers.GELU("tanh"), layers.Dense(width)]),
+        ]
+    stack += [layers.LayerNorm(), layers.Dense(vocab_size)]
+    return Sequential(stack, dtype=dtype, seed=seed, name="gpt")
+
+
+def lm_loss() -> losses.SparseCategoricalCrossEntropy:
+    """The language models' loss: cross-entropy on logits, padded targets (−100) left out."""
+    return losses.SparseCategoricalCrossEntropy(from_logits=True, ignore_index=-100)
+
+
+def build_lm(preset: str, vocab_size: int, seed: int | None = None, context: int | None = None,
+             lr: float | None = None, weight_decay: float | None = None,
+             total_steps: int | None = None, dtype: str = "float32") -> Sequential:
+    """The named language model (``LM_ARCH``), compiled with its recipe (``LM_RECIPE``): AdamW,
+    cosine-decayed to 0 over ``total_steps`` when given, on :func:`lm_loss`.
+
+    Args:
+        preset: "mlp", "lstm" or "gpt".
+        vocab_size: V.  seed: weight seed.  context: overrides the preset's context.
+        lr, weight_decay: override the recipe's.  total_steps: the run's optimizer steps.
+        dtype: "float32" or "float64".
+
+    Raises:
+        ValueError: for an unknown preset, or a context outside 1 … ``MAX_LM_CONTEXT``.
+    """
+    _check_lm_preset(preset)
+    arch = dict(LM_ARCH[preset])
+    if context is not None:
+        if isinstance(context, bool) or not isinstance(context, int) or not (
+                1 <= context <= MAX_LM_CONTEXT):
+            raise ValueError(f"context must be an integer in 1 … {MAX_LM_CONTEXT}, got "
+                             f"{context!r}")
+        arch["context"] = context
+    make = {"mlp": char_mlp, "lstm": char_lstm, "gpt": gpt}[preset]
+    model = make(vocab_size, seed=seed, dtype=dtype, **arch)
+    recipe = LM_RECIPE[preset]
+    lr = recipe["lr"] if lr is None else lr
+    rate = schedules.CosineDecay(lr, T_max=total_steps, per="step") if total_steps else lr
+    decay = recipe["weight_decay"] if weight_decay is None else weight_decay
+    model.compile(optimizer=optimizers.AdamW(rate, weight_decay=decay), loss=lm_loss())
+    return model

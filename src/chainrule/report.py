@@ -1,5 +1,8 @@
 """The training report: one self-contained HTML page per run folder.
 
+A language-model run (``chainrule lm train``) gets its own page, ``write_lm_report``: the loss
+curves in nats per character, the validation and test loss, and words sampled from the model.
+
 ``write_report(run_dir)`` reads what ``chainrule train`` leaves in a run folder (model.npz,
 history.json, config.json, manifest.json), reloads the test set named in config.json, and
 writes ``report.html``: the configuration, final metrics, classification report, learning
@@ -77,6 +80,8 @@ def write_report(run_dir, test_data=None, data_dir=None, path=None) -> Path:
             )
     plot.matplotlib_modules()  # fail before the dataset is loaded when matplotlib is missing
     config = runs.read_config(run_dir, check=False)
+    if runs.is_lm_config(config):
+        return write_lm_report(run_dir, path=path)
     manifest = runs.read_manifest(run_dir)
     history = runs.read_history(run_dir)
     model = load_model(run_dir / runs.MODEL)
@@ -180,6 +185,76 @@ def render_report(model, history: dict, config: dict, manifest: dict, x_test, y_
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def write_lm_report(run_dir, path=None, n_samples: int = 20, temperature: float = 0.8) -> Path:
+    """Build ``RUN_DIR/report.html`` for a run of ``chainrule lm train``: the final losses, the
+    loss curves (nats per character), ``n_samples`` words sampled at ``temperature`` with the
+    run's seed (the same words at every rebuild), the configuration, the model and the run.
+
+    Raises:
+        FileNotFoundError, ValueError, ImportError: as ``write_report``.
+    """
+    from .generate import load_language_model, sample_words
+
+    run_dir = Path(run_dir)
+    plot.matplotlib_modules()
+    config = runs.read_config(run_dir)
+    manifest = runs.read_manifest(run_dir)
+    history = runs.read_history(run_dir)
+    model, vocab = load_language_model(run_dir)
+    words = sample_words(model, vocab, n_samples, temperature, seed=config["seed"])
+    final = manifest.get("final", {}) if isinstance(manifest.get("final"), dict) else {}
+    title = f"chainrule language model {run_dir.resolve().name}"
+    counts = manifest.get("samples", {})
+    sub = [f"model {config['model']}", f"data {config['data']}"]
+    if counts:
+        sub.append(", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items()))
+    sub.append(f"report written {time.strftime('%Y-%m-%d %H:%M')} by chainrule {__version__}")
+
+    def nats(key):
+        value = final.get(key)
+        return "–" if not isinstance(value, int | float) else f"{value:.4f}"
+
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">{_e(" · ".join(sub))}</p>',
+        '<div class="cards">',
+        _card("validation nats/char", nats("val_nats_per_char")),
+        _card("test nats/char", nats("test_nats_per_char")),
+        _card("epochs", str(len(next(iter(history.values()), [])) if history else "–")),
+        _card("parameters", f"{model.count_params():,}"),
+        _card("vocabulary", f"{len(vocab)} tokens"),
+        "</div>",
+    ]
+    if history:
+        parts += ["<h2>Learning curves</h2>",
+                  _img(plot.plot_learning_curves(history),
+                       "training and validation loss per epoch, in nats per character",
+                       "Cross-entropy in nats per character (each word's end counted as one): "
+                       "the running mean over the training batches of each epoch, and the "
+                       "held-out validation words after it.")]
+    parts += [
+        f"<h2>Sampled words (temperature {temperature:g}, seed {config['seed']})</h2>",
+        f"<pre>{_e(' '.join(words))}</pre>",
+        "<h2>Configuration</h2>",
+        _table(sorted(config.items())),
+        "<h2>Model</h2>",
+        f"<pre>{_e(model.summary(print_fn=None))}</pre>",
+        "<h2>Run</h2>",
+        _table(_run_rows(manifest)),
+        "</body></html>",
+    ]
+    out = Path(path) if path is not None else run_dir / runs.REPORT
+    atomic_write(out, lambda f: f.write(("\n".join(parts) + "\n").encode("utf-8")))
+    return out
 
 
 # ---------------------------------------------------------------------- pieces

@@ -1,4 +1,5 @@
-"""Run folders written by ``chainrule train``: their files, read and written here only.
+"""Run folders written by ``chainrule train`` and ``chainrule lm train``: their files, read and
+written here only.
 
 A run folder holds config.json (the run's settings, written before the first step), then
 checkpoint.npz after every epoch until the run finishes (``EpochCheckpoint``), then model.npz,
@@ -26,7 +27,7 @@ import numpy as np
 
 from .callbacks import Callback
 from .fileio import atomic_write
-from .models import OPTIMIZERS, PRESETS, SCHEDULES
+from .models import LM_PRESETS, OPTIMIZERS, PRESETS, SCHEDULES
 from .version import __version__
 
 CONFIG = "config.json"
@@ -101,6 +102,30 @@ SETTINGS = {
     "augment": (is_non_negative_int, NON_NEGATIVE_INT, ("cnn",)),
     "dropout": (is_fraction, FRACTION, ("mlp", "cnn")),
 }
+
+
+# The settings of a language-model run (``chainrule lm train``), marked "task": "lm" in
+# config.json: name -> (check, what it must be).
+LM_TASK = "lm"
+LM_SETTINGS = {
+    "task": (lambda v: v == LM_TASK, f"{LM_TASK!r}"),
+    "model": (lambda v: v in LM_PRESETS, f"one of {', '.join(LM_PRESETS)}"),
+    "data": (lambda v: isinstance(v, str) and v != "", "'words' or a text file"),
+    "context": (is_positive_int, POSITIVE_INT),
+    "epochs": (is_positive_int, POSITIVE_INT),
+    "batch_size": (is_positive_int, POSITIVE_INT),
+    "lr": (is_positive_number, POSITIVE_NUMBER),
+    "weight_decay": (lambda v: is_number(v) and math.isfinite(v) and v >= 0,
+                     "a finite number >= 0"),
+    "seed": (is_non_negative_int, NON_NEGATIVE_INT),
+    "vocab": (lambda v: isinstance(v, str) and v != "" and len(set(v)) == len(v),
+              "the model's characters, each once"),
+}
+
+
+def is_lm_config(config) -> bool:
+    """True for the config.json of a language-model run (``chainrule lm train``)."""
+    return isinstance(config, dict) and config.get("task") == LM_TASK
 
 
 def max_shift(image_shape) -> int:
@@ -195,6 +220,8 @@ def read_config(run_dir, check: bool = True) -> dict:
     """
     path = Path(run_dir) / CONFIG
     config = read_json(path)
+    if check and is_lm_config(config):
+        return check_lm_config(config, path)
     if check:
         return check_config(config, path)
     if not isinstance(config, dict):
@@ -275,6 +302,20 @@ def check_config(config, path) -> dict:
                 f"{path}: {name!r} must be null for model {config['model']!r}, got "
                 f"{json.dumps(value)}"
             )
+    return config
+
+
+def check_lm_config(config, path) -> dict:
+    """``config`` (read from ``path``) if it holds every setting of a language-model run.
+
+    Raises:
+        ValueError: naming the file and the first missing or invalid setting.
+    """
+    for name, (check, what) in LM_SETTINGS.items():
+        if name not in config:
+            raise ValueError(f"{path} has no {name!r} setting ({what})")
+        if not check(config[name]):
+            raise ValueError(f"{path}: {name!r} must be {what}, got {json.dumps(config[name])}")
     return config
 
 
