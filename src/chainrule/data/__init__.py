@@ -3,10 +3,11 @@
 Everything each submodule lists in its ``__all__`` is available here.
 """
 
-from . import datasets, idx, preprocess, toy
+from . import datasets, idx, points, preprocess, toy
 from .datasets import *  # noqa: F403
 from .idx import *  # noqa: F403
+from .points import *  # noqa: F403
 from .preprocess import *  # noqa: F403
 from .toy import *  # noqa: F403
 
-__all__ = [*datasets.__all__, *idx.__all__, *preprocess.__all__, *toy.__all__]
+__all__ = [*datasets.__all__, *idx.__all__, *points.__all__, *preprocess.__all__, *toy.__all__]
