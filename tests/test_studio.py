@@ -121,6 +121,8 @@ def test_a_run_that_finishes_is_done(client):
     assert post(client, f"/api/runs/{run}/reset").json()["state"] == "paused"
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")
 def test_a_diverging_run_shows_the_error(client):
     run = make(client, optimizer="sgd", lr=10.0, hidden=[64, 64], activation="relu",
                dataset="blobs", noise=2.0)
@@ -164,10 +166,11 @@ def test_events_stream_updates_several_times_a_second(tmp_path):
             for line in stream.iter_lines():
                 if line.startswith("data: "):
                     events.append(json.loads(line[6:]))
-                if time.monotonic() - start > 1.5:
+                if len(events) >= 8 or time.monotonic() - start > 4:
                     break
         http.delete(f"/api/runs/{run}")
-    assert len(events) >= 5, f"{len(events)} updates in 1.5 s"
+    # The rate itself is measured by benchmarks/studio.py; here: several updates, in order.
+    assert len(events) >= 8, f"{len(events)} updates in 4 s"
     steps = [e["step"] for e in events]
     assert steps == sorted(steps) and steps[-1] > steps[0]
     last = events[-1]
@@ -402,3 +405,53 @@ def test_the_page_is_served_with_its_scripts(client):
         page.headers["content-security-policy"]
     assert '<script src="/static/studio.js"' in page.text
     assert client.get("/static/studio.js").status_code == 200
+
+
+# ---------------------------------------------------------------------- pieces
+def test_update_ratio_and_dead_units_by_hand():
+    from chainrule import layers
+    from chainrule.model import Sequential
+    from chainrule.web import studio_views as views
+
+    model = Sequential([layers.Dense(3, input_shape=(2,), activation="relu"), layers.Dense(2)],
+                       seed=0)
+    W = model.layers[0].W
+    before = {"dense_1.W": W.value.copy(), "dense_2.W": model.layers[2].W.value.copy()}
+    W.value[0, 0] += 0.5
+    W.value[:, 2] = -1.0  # unit 3 is dead for inputs ≥ 0
+    x = np.abs(np.random.default_rng(0).standard_normal((50, 2))).astype(np.float32)
+    _, relus = views.layer_outputs(model, x)
+    health = views.health(model, before, relus)
+    first = health["layers"][0]
+    expected = np.linalg.norm(W.value - before["dense_1.W"]) / np.linalg.norm(W.value)
+    assert first["update_ratio"] == pytest.approx(expected, rel=1e-6)
+    assert health["layers"][1]["update_ratio"] == 0.0 and first["grad_norm"] is None
+    assert health["relu"][0]["units"] == 3
+    assert health["relu"][0]["dead_fraction"] == pytest.approx(1 / 3)
+
+
+def test_the_command_line_starts_the_studio(tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+
+    from serve_helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "chainrule", "studio", "--port", str(port),
+                             "--runs-dir", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    assert b"chainrule studio" in page.read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0].decode()
+    assert f"chainrule studio: open http://127.0.0.1:{port}/" in output

@@ -93,7 +93,8 @@ def test_spirals_train_past_95_percent_and_the_regions_change(page):
                            ">= 0.95", timeout=30_000)
     page.click("#pause")
     page.wait_for_function("() => document.getElementById('state').textContent === 'paused'")
-    assert api_state(page, run)["metrics"]["val_accuracy"] >= 0.95
+    # The page showed it, and the run's curve has it (it may have moved on by the pause).
+    assert max(point["val_accuracy"] for point in api_state(page, run)["curve"]) >= 0.95
     assert regions_image(page) != before
     assert page.locator("#health tr").count() == 3
     assert page.locator("#backward li").count() >= 5

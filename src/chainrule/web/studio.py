@@ -58,9 +58,14 @@ log = logging.getLogger("chainrule.web")
 EVENT_POLL_S = 0.04
 KEEPALIVE_S = 15.0
 
-_ERRORS = {code: {"model": ErrorBody, "description": what} for code, what in (
-    (404, "no run with this id"), (409, "not allowed in the run's state"),
-    (422, "bad settings or CSV"), (429, "too many runs"))}
+_WHY = {404: "no run with this id", 409: "not allowed in the run's state",
+        422: "bad settings, CSV or change", 429: "too many runs",
+        503: "the worker did not get there in time"}
+
+
+def _errors(*codes: int) -> dict:
+    """The error answers of an endpoint, for the OpenAPI schema."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
 
 
 class Studio:
@@ -208,18 +213,20 @@ def create_studio_app(data_dir=None, runs_dir="runs/studio", max_runs: int = lim
         return Health(status="ok")
 
     @app.post("/api/runs", response_model=RunCreated, status_code=201, tags=["runs"],
-              responses=_ERRORS)
+              responses=_errors(422, 429))
     def create(settings: RunSettings) -> RunCreated:
         """Make a run (paused at step 0): its data, its model, its optimizer."""
         return RunCreated(id=studio.create(settings).id)
 
-    @app.get("/api/runs/{run_id}", response_model=RunState, tags=["runs"], responses=_ERRORS)
+    @app.get("/api/runs/{run_id}", response_model=RunState, tags=["runs"],
+             responses=_errors(404))
     def get(run_id: str) -> dict:
         """Where the run stands; also its settings, data and the curve so far."""
         studio.reap()
         return state(studio.get(run_id))
 
-    @app.patch("/api/runs/{run_id}", response_model=RunState, tags=["runs"], responses=_ERRORS)
+    @app.patch("/api/runs/{run_id}", response_model=RunState, tags=["runs"],
+               responses=_errors(404, 422, 503))
     def patch(run_id: str, change: RunPatch) -> dict:
         """Change the learning rate or weight decay; it applies from the next batch on (the
         answer comes once it does)."""
@@ -227,7 +234,7 @@ def create_studio_app(data_dir=None, runs_dir="runs/studio", max_runs: int = lim
         run.change(change.lr, change.weight_decay)
         return state(run)
 
-    @app.delete("/api/runs/{run_id}", status_code=204, tags=["runs"], responses=_ERRORS)
+    @app.delete("/api/runs/{run_id}", status_code=204, tags=["runs"], responses=_errors(404))
     def delete(run_id: str) -> Response:
         """Stop the run's worker and forget the run (the page does this when it closes)."""
         studio.delete(run_id)
@@ -242,7 +249,7 @@ def create_studio_app(data_dir=None, runs_dir="runs/studio", max_runs: int = lim
         endpoint.__doc__ = doc
         endpoint.__name__ = name
         app.post(f"/api/runs/{{run_id}}/{name}", response_model=RunState, tags=["runs"],
-                 responses=_ERRORS)(endpoint)
+                 responses=_errors(404, 409, 503))(endpoint)
 
     action("start", "Train until paused or done.", Run.start)
     action("pause", "Stop before the next batch; answers once the worker has stopped.",
@@ -253,7 +260,7 @@ def create_studio_app(data_dir=None, runs_dir="runs/studio", max_runs: int = lim
            "paused.", Run.reset)
 
     @app.get("/api/runs/{run_id}/events", tags=["runs"], responses={
-        **_ERRORS, 200: {"content": {"text/event-stream": {}},
+        **_errors(404), 200: {"content": {"text/event-stream": {}},
                          "description": "one `data: {json}` message per update"}})
     async def events(run_id: str) -> StreamingResponse:
         """The run's live updates as Server-Sent Events, several a second while it trains:
@@ -290,7 +297,7 @@ def create_studio_app(data_dir=None, runs_dir="runs/studio", max_runs: int = lim
                                           "X-Accel-Buffering": "no"})
 
     @app.get("/api/runs/{run_id}/model.npz", tags=["save"], responses={
-        **_ERRORS, 200: {"content": {"application/octet-stream": {}},
+        **_errors(404, 503), 200: {"content": {"application/octet-stream": {}},
                          "description": "a chainrule model .npz"}})
     def model_file(run_id: str) -> Response:
         """The current model (weights and optimizer state) as a chainrule .npz: what
@@ -302,7 +309,7 @@ def create_studio_app(data_dir=None, runs_dir="runs/studio", max_runs: int = lim
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.post("/api/runs/{run_id}/save", response_model=Saved, tags=["save"],
-              responses=_ERRORS)
+              responses=_errors(404, 503))
     def save(run_id: str) -> Saved:
         """Write the run as a run folder (config, model, history, manifest, report) under
         the studio's --runs-dir."""

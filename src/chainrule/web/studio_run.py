@@ -12,7 +12,9 @@ step it reports is the last one.
 What the page shows (``studio_views``) is computed by the worker itself, between two batches,
 so it always sees one consistent state of the weights: after a batch when its turn has come,
 at most UPDATES_PER_S times a second and keeping the views' cost under VIEW_SHARE of the
-worker's time, and after every Step and on parking. Each update is serialised to JSON once
+worker's time, and after every Step and on parking. The metrics are measured on fixed
+samples: all the points of a 2-D set, the first TRAIN_VIEW training images and VAL_VIEW test
+images. Each update is serialised to JSON once
 (``event``); the server sends that text to every page watching the run.
 """
 
@@ -37,12 +39,15 @@ from . import studio_views as views
 from .studio_schemas import IMAGE_DEFAULTS, POINT_DEFAULTS, RunSettings
 
 UPDATES_PER_S = 10.0
-VIEW_SHARE = 0.1
-BACKWARD_EVERY_S = 1.0
+VIEW_SHARE = 0.05
+# explain_backward works on a float64 copy of the model (160 ms for the mlp preset on a busy
+# core): at most every BACKWARD_EVERY_S seconds, and within BACKWARD_SHARE of the time.
+BACKWARD_EVERY_S = 2.0
+BACKWARD_SHARE = 0.025
 CURVE_POINTS = 2000
 CURVE_TAIL = 24
-TRAIN_VIEW_IMAGES = 500
-VAL_VIEW = 1000
+TRAIN_VIEW = {"points": 5000, "images": 200}
+VAL_VIEW = {"points": 5000, "images": 300}
 PROBE_BATCH = 8
 WAIT_S = 30.0
 
@@ -202,15 +207,13 @@ class Run:
     # ------------------------------------------------------------------ set-up
     def _prepare_views(self) -> None:
         d = self.data
-        if d.kind == "points":
-            self.train_view = (d.x, d.y)
-            self.grid, self.extent = views.region_grid(np.concatenate([d.x, d.x_val]))
-        else:
-            n = min(TRAIN_VIEW_IMAGES, len(d.y))
-            self.train_view = (d.x[:n], d.y[:n])
-            self.grid = None
-        n = min(VAL_VIEW, len(d.y_val))
+        n = min(TRAIN_VIEW[d.kind], len(d.y))
+        self.train_view = (d.x[:n], d.y[:n])
+        n = min(VAL_VIEW[d.kind], len(d.y_val))
         self.val_view = (d.x_val[:n], d.y_val[:n])
+        self.grid = None
+        if d.kind == "points":
+            self.grid, self.extent = views.region_grid(np.concatenate([d.x, d.x_val]))
         self.probe = (d.x[:PROBE_BATCH], d.y[:PROBE_BATCH])
 
     def _fresh(self) -> None:
@@ -222,6 +225,7 @@ class Run:
         self.parked, self.stop = False, False
         self.pending: dict = {}
         self.before: dict | None = None
+        self.ratios: dict = {}
         self.capture = False
         self.next_view = self.next_backward = 0.0
         self.view_seconds = self.train_started = 0.0
@@ -332,7 +336,12 @@ class Run:
         self.points += 1
         if len(self.curve) > CURVE_POINTS:
             self.curve = self.curve[::2]
-        event = {**self._event_head(), "health": views.health(model, self.before, relus),
+        health = views.health(model, self.before, relus)
+        for layer in health["layers"]:  # no step since the last update: its ratio still holds
+            if layer["update_ratio"] is None:
+                layer["update_ratio"] = self.ratios.get(layer["name"])
+            self.ratios[layer["name"]] = layer["update_ratio"]
+        event = {**self._event_head(), "health": health,
                  "confusion": views.confusion(self.val_view[1], val["pred"], d.classes)}
         if d.kind == "points":
             grid_logits, _ = views.layer_outputs(model, self.grid)
@@ -342,8 +351,10 @@ class Run:
             event["mistakes"] = views.mistakes(d.x_val[:len(self.val_view[1])],
                                                self.val_view[1], val["probabilities"])
         if backward:
+            start = time.monotonic()
             event["backward"] = views.backward_summary(model, *self.probe)
-            self.next_backward = time.monotonic() + BACKWARD_EVERY_S
+            done = time.monotonic()
+            self.next_backward = done + max(BACKWARD_EVERY_S, (done - start) / BACKWARD_SHARE)
         return event
 
     # ------------------------------------------------------------------ the server's side

@@ -241,9 +241,9 @@ function bytes(base64) {
 }
 
 function chart(canvas, series, yMax, label) {
-  const ctx = canvas.getContext("2d"), w = canvas.width, h = canvas.height, pad = 28;
+  const ctx = canvas.getContext("2d"), w = canvas.width, h = canvas.height, pad = 34;
   ctx.clearRect(0, 0, w, h);
-  ctx.font = "11px system-ui, sans-serif";
+  ctx.font = "15px system-ui, sans-serif";
   ctx.fillStyle = getComputedStyle(document.body).color;
   ctx.strokeStyle = "rgba(128,128,128,0.4)";
   ctx.strokeRect(pad, 6, w - pad - 6, h - pad - 6);
@@ -255,14 +255,15 @@ function chart(canvas, series, yMax, label) {
     for (const p of points) for (const s of series) top = Math.max(top, p[s.key] ?? 0);
     top = top || 1;
   }
-  ctx.fillText(label, pad + 4, 18);
-  ctx.fillText(top.toPrecision(2), 2, 14);
+  ctx.fillText(label, pad + 6, 24);
+  ctx.fillText(top.toPrecision(2), 2, 18);
   ctx.fillText("0", 2, h - pad);
-  ctx.fillText(`step ${last}`, w - 70, h - 8);
+  ctx.fillText(`step ${last}`, w - 100, h - 10);
   for (const s of series) {
     ctx.beginPath();
     ctx.setLineDash(s.dash);
     ctx.strokeStyle = s.colour;
+    ctx.lineWidth = 2;
     let started = false;
     for (const p of points) {
       const v = p[s.key];
