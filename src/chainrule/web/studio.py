@@ -39,17 +39,18 @@ from pathlib import Path
 from ..data import dataset_files, load_idx_dataset, read_points_csv
 from ..version import __version__
 from . import WEB_HINT, limits
-from .app import PAGE_HEADERS, STATIC, add_error_handlers
+from .app import PAGE_HEADERS, STATIC, APIError, add_error_handlers
 from .limits import BodyGuard, HeadGuard
 from .schemas import ErrorBody, Health
-from .studio_run import Refused, Run, image_data, point_data
+from .studio_data import image_data, point_data
+from .studio_run import Run
 from .studio_save import model_bytes, write_run_folder
 from .studio_schemas import IMAGE_SETS, RunCreated, RunPatch, RunSettings, RunState, Saved
 
 try:
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from fastapi.responses import FileResponse, Response, StreamingResponse
     from fastapi.staticfiles import StaticFiles
 except ImportError as exc:  # pragma: no cover - exercised without the web extra
     raise ImportError(f"{WEB_HINT} ({exc})") from exc
@@ -91,7 +92,7 @@ class Studio:
                                                    progress=False)
                 except (OSError, ValueError) as exc:
                     log.warning("chainrule studio: %s", " ".join(str(exc).split()))
-                    raise Refused(422, f"dataset: {name} was not found on the server (its log "
+                    raise APIError(422, f"dataset: {name} was not found on the server (its log "
                                   "says where it looked); start chainrule studio with "
                                   "--data-dir DIR or set CHAINRULE_DATA") from None
                 self._images[name] = (train, test, files)
@@ -101,12 +102,12 @@ class Studio:
         """A new paused run (data made, model built).
 
         Raises:
-            Refused: 422 for a bad CSV or a missing image set, 429 beyond ``max_runs``.
+            APIError: 422 for a bad CSV or a missing image set, 429 beyond ``max_runs``.
         """
         self.reap()
         with self._lock:
             if len(self.runs) >= self.max_runs:
-                raise Refused(429, f"the studio holds {self.max_runs} runs at most (one per "
+                raise APIError(429, f"the studio holds {self.max_runs} runs at most (one per "
                               "browser tab); close a tab, or DELETE /api/runs/{id} a run")
             run_id = secrets.token_hex(8)
             self.runs[run_id] = None  # the place is taken while the data is made
@@ -117,7 +118,7 @@ class Studio:
                 try:
                     points = read_points_csv(settings.csv, max_rows=limits.STUDIO_CSV_ROWS)
                 except ValueError as exc:
-                    raise Refused(422, f"csv: {exc}") from None
+                    raise APIError(422, f"csv: {exc}") from None
                 data, used = point_data(settings, points)
             else:
                 data, used = point_data(settings)
@@ -134,7 +135,7 @@ class Studio:
         with self._lock:
             run = self.runs.get(run_id)
         if run is None:
-            raise Refused(404, f"no run {run_id!r}: it was never made, was deleted, or was "
+            raise APIError(404, f"no run {run_id!r}: it was never made, was deleted, or was "
                           "stopped after its page closed; POST /api/runs to make one")
         run.last_seen = time.monotonic()
         return run
@@ -199,10 +200,6 @@ def create_studio_app(data_dir=None, runs_dir="runs/studio", max_runs: int = lim
                        f"{limits.STUDIO_CSV_ROWS:,} rows)")
     app.add_middleware(HeadGuard, allowed=allowed_hosts, command="chainrule studio")
     add_error_handlers(app, "chainrule studio", '{"dataset": "spirals"}')
-
-    @app.exception_handler(Refused)
-    async def refused(request: Request, exc: Refused):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     def state(run: Run) -> dict:
         return run.describe()
