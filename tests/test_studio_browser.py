@@ -184,3 +184,18 @@ def test_mnist_subset_weight_and_gradient_images_update(page):
     assert third[0] != second[0] and third[1] != second[1]
     assert page.locator("#confusion tr").count() == 11
     assert api_state(page, run)["step"] == 2
+
+
+def test_closing_the_tab_stops_and_frees_the_run(page):
+    run = open_page(page, SPIRALS + "&epochs=100000")
+    page.click("#train")
+    page.wait_for_function("() => document.getElementById('state').textContent === 'running'")
+    worker = page.studio.get(run).thread
+    page.close(run_before_unload=True)
+    start = time.monotonic()
+    while run in page.studio.runs and time.monotonic() < start + 15:
+        time.sleep(0.05)
+    # The page's DELETE on pagehide, not the server noticing the event stream gone (10 s).
+    assert run not in page.studio.runs and time.monotonic() - start < 5
+    worker.join(timeout=5)
+    assert not worker.is_alive()
