@@ -160,7 +160,7 @@ def test_every_page_is_there(site):
     expected = ["", "getting-started", "softmax-regression", "layers", "layers/dense",
                 "layers/conv", "layers/normalization", "layers/recurrent", "layers/attention",
                 "losses", "optimizers", "gradcheck", "explain-backward", "examples",
-                "exercises", "cli", "serve", "api"]
+                "exercises", "cli", "serve", "studio", "api"]
     expected += [f"examples/{stem}" for stem in NOTEBOOK_IMAGES]
     expected += [f"exercises/{name}" for name in exercises.names()]
     expected += [f"api/{name}" for name in ("chainrule", "layers", "losses", "optimizers",
@@ -202,6 +202,10 @@ def test_generated_pages_come_from_the_code(site):
     serve = page(site, "serve")
     for path in ("/api/predict", "/api/model", "/healthz"):
         assert f"<code>{path}</code>" in serve
+    studio = page(site, "studio")
+    for path in ("/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/step",
+                 "/api/runs/{run_id}/events", "/api/runs/{run_id}/save"):
+        assert f"<code>{path}</code>" in studio, path
     gradcheck = text_of(page(site, "gradcheck"))
     assert "gradcheck model 'mlp': OK" in gradcheck
     api = page(site, "api/layers")

@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
-from chainrule.data import make_blobs, make_spirals, make_xor
+from chainrule.data import make_blobs, make_circles, make_moons, make_spirals, make_xor
 
 GENERATORS = {
     "blobs": (make_blobs, 300, 3),
     "spirals": (make_spirals, 300, 3),
     "xor": (make_xor, 200, 2),
+    "circles": (make_circles, 300, 2),
+    "moons": (make_moons, 300, 2),
 }
 
 
@@ -87,3 +89,25 @@ def test_xor_labels_match_corners():
 def test_too_few_samples():
     with pytest.raises(ValueError, match="n_samples >= number of classes"):
         make_spirals(n_samples=2, classes=3)
+
+
+def test_circles_rings_at_their_radii():
+    x, y = make_circles(n_samples=400, classes=4, noise=0.0)
+    radius = np.hypot(x[:, 0], x[:, 1])
+    np.testing.assert_allclose(radius, (y + 1) / 4, atol=1e-6)
+    x, y = make_circles(n_samples=400, classes=2, noise=0.05)
+    # Rings share their centre: the class means coincide, so no centroid rule separates them.
+    assert nearest_centroid_accuracy(x, y) < 0.7
+    radius = np.hypot(x[:, 0], x[:, 1])
+    assert ((radius > 0.75) == (y == 1)).mean() > 0.97
+
+
+def test_moons_on_their_half_circles():
+    x, y = make_moons(n_samples=300, classes=3, noise=0.0)
+    centre = np.stack([y, 0.5 * (y % 2)], axis=1)
+    np.testing.assert_allclose(np.hypot(*(x - centre).T), 1.0, atol=1e-6)
+    upper = (x[:, 1] - centre[:, 1]) >= -1e-6
+    np.testing.assert_array_equal(upper[y % 2 == 0], True)
+    np.testing.assert_array_equal((x[:, 1] - centre[:, 1] <= 1e-6)[y % 2 == 1], True)
+    x, y = make_moons(n_samples=300, noise=0.1)
+    assert nearest_centroid_accuracy(x, y) < 0.9

@@ -44,6 +44,7 @@ MARKERS = {
     "cli-summary": codepages.cli_summary,
     "cli-reference": codepages.cli_reference,
     "serve-api": codepages.serve_api,
+    "studio-api": codepages.studio_api,
     "explain-backward": lambda: codepages.command_output(["explain-backward"]),
     "explain-backward-mlp": lambda: codepages.command_output(
         ["explain-backward", "--model", "mlp", "--data", "mnist", "--samples", "8"]),

@@ -6,7 +6,8 @@
 - the grader's diagnosis vocabulary, from ``exercises.CODES``;
 - the command line: every (sub)command's ``--help``, walked from ``cli.build_parser()``;
 - real ``chainrule explain-backward`` and ``chainrule gradcheck`` output;
-- the JSON API of ``chainrule serve``, from the app's own OpenAPI schema.
+- the JSON API of ``chainrule serve`` and ``chainrule studio``, from the apps' own OpenAPI
+  schemas.
 
 Each function returns Markdown.
 """
@@ -217,6 +218,18 @@ def serve_api() -> str:
 
     with contextlib.redirect_stderr(io.StringIO()):  # "nearest neighbours are turned off"
         schema = create_app(models.softmax_regression(), neighbours=False).openapi()
+    return api_tables(schema, "the drawing page")
+
+
+def studio_api() -> str:
+    """The endpoints and JSON bodies of ``chainrule studio``, from its OpenAPI schema."""
+    from chainrule.web.studio import create_studio_app
+
+    return api_tables(create_studio_app().openapi(), "the studio page")
+
+
+def api_tables(schema: dict, page: str) -> str:
+    """A table of an app's endpoints, then one of each JSON body they name (OpenAPI)."""
     lines = ["| method | path | what it does | request body | answers |",
              "|---|---|---|---|---|"]
     used: list[str] = []
@@ -230,7 +243,7 @@ def serve_api() -> str:
                 answers.append(f"{status} {_ref_link(ref, used)}".strip())
             lines.append(f"| `{method.upper()}` | `{path}` | {_escape(op.get('description', ''))}"
                          f" | {request} | {', '.join(answers)} |")
-    lines.append("| `GET` | `/` | the drawing page (not in the schema) | | 200 HTML |")
+    lines.append(f"| `GET` | `/` | {page} (not in the schema) | | 200 HTML |")
     schemas = schema["components"]["schemas"]
     todo, seen = list(used), set()
     while todo:

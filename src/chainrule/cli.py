@@ -1,5 +1,5 @@
 """The ``chainrule`` command line: train, report, evaluate, predict, gradcheck, info, serve,
-export, sweep (and ``lm train`` / ``lm sample``, from ``chainrule.lm_cli``)."""
+studio, export, sweep (and ``lm train`` / ``lm sample``, from ``chainrule.lm_cli``)."""
 
 from __future__ import annotations
 
@@ -467,6 +467,15 @@ def cmd_serve(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- studio
+def cmd_studio(args) -> int:
+    from .web.studio import studio
+
+    studio(host=args.host, port=args.port, data_dir=args.data_dir, runs_dir=args.runs_dir,
+           allowed_hosts=args.allowed_host)
+    return 0
+
+
 # ---------------------------------------------------------------------- export
 EXPORT_FORMATS = {"onnx": ".onnx", "npz": ".npz", "safetensors": ".safetensors"}
 
@@ -624,6 +633,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes that read the pictures sent, 0 … 64 (default 2; 0: the "
                    "server's own process)")
     p.set_defaults(func=cmd_serve)
+
+    p = command("studio", help="a web page to train a network and watch it learn, live")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=port, default=8000, help="1 … 65535 (default 8000)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding MNIST / Fashion-MNIST (default: the usual search; "
+                   "never downloads)")
+    p.add_argument("--runs-dir", default="runs/studio",
+                   help="where Save writes run folders (default runs/studio)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (on the server's port) "
+                   "or NAME:PORT, besides localhost, 127.0.0.1, [::1] and --host; repeatable")
+    p.set_defaults(func=cmd_studio)
 
     p = command("export", help="convert a model: .npz, .safetensors or .onnx to another of them")
     p.add_argument("model", help="a model .npz or .safetensors written by train or save, or an "

@@ -162,12 +162,18 @@ def render_report(model, history: dict, config: dict, manifest: dict, x_test, y_
         "<h3>Classification report</h3>",
         f"<pre>{_e(metrics_mod.classification_report(y_test, pred))}</pre>",
         "</div></div>",
-        "<h2>Most confidently wrong test digits</h2>",
-        _img(plot.plot_mistakes(x_test, y_test, probs, n=30),
-             "the test digits the model got wrong with the highest confidence",
-             "Each digit shows its true label, the predicted label and the probability the "
-             "model gave it."),
     ]
+    if x_test.ndim == 2 and x_test.shape[1] == 2:  # 2-D points (chainrule studio)
+        parts += ["<h2>Decision regions</h2>",
+                  _img(plot.plot_decision_regions(model, x_test, y_test),
+                       "the class the model predicts at every point of the plane",
+                       "The test points on the regions where the model predicts each class.")]
+    else:
+        parts += ["<h2>Most confidently wrong test digits</h2>",
+                  _img(plot.plot_mistakes(x_test, y_test, probs, n=30),
+                       "the test digits the model got wrong with the highest confidence",
+                       "Each digit shows its true label, the predicted label and the "
+                       "probability the model gave it.")]
     weights = _weights_figure(model)
     if weights is not None:
         parts += ["<h2>First-layer weights</h2>",

@@ -1,4 +1,4 @@
-"""Seeded 2-D toy datasets: blobs, spirals and XOR.
+"""Seeded 2-D toy datasets: blobs, spirals, XOR, circles and moons.
 
 Every generator draws from `np.random.default_rng(seed)`, so a given seed gives bit-identical
 arrays. Inputs x are float32 (N, 2), labels y are int64 (N,); classes get N // C samples each,
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["make_blobs", "make_spirals", "make_xor"]
+__all__ = ["make_blobs", "make_circles", "make_moons", "make_spirals", "make_xor"]
 
 
 def _class_sizes(n_samples: int, classes: int) -> np.ndarray:
@@ -139,4 +139,69 @@ def make_xor(
     corner = np.repeat(np.arange(4), sizes)
     x = corners[corner] + noise * rng.standard_normal((n_samples, 2))
     y = (corners[corner, 0] != corners[corner, 1]).astype(np.int64)
+    return _finish(x, y, rng, shuffle)
+
+
+def make_circles(
+    n_samples: int = 300,
+    classes: int = 2,
+    noise: float = 0.1,
+    seed: int | None = 0,
+    shuffle: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concentric rings, one per class: ring c has radius (c + 1) / C; not linearly separable.
+
+    A point of ring c is (r cos t, r sin t) with t uniform in [0, 2π), plus noise·N(0, 1) on
+    each coordinate.
+
+    Args:
+        n_samples: total number of points N.
+        classes: number of rings C.
+        noise: standard deviation of the Gaussian noise added to each coordinate.
+        seed: seed for np.random.default_rng.
+        shuffle: shuffle the points; otherwise they come sorted by class.
+
+    Returns:
+        x: (N, 2) float32, within about [-1, 1]; y: (N,) int64 ring index in [0, C).
+    """
+    sizes = _class_sizes(n_samples, classes)
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), sizes)
+    radius = (y + 1.0) / classes
+    t = rng.uniform(0.0, 2.0 * math.pi, n_samples)
+    x = radius[:, None] * np.stack([np.cos(t), np.sin(t)], axis=1)
+    x += noise * rng.standard_normal((n_samples, 2))
+    return _finish(x, y, rng, shuffle)
+
+
+def make_moons(
+    n_samples: int = 300,
+    classes: int = 2,
+    noise: float = 0.1,
+    seed: int | None = 0,
+    shuffle: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interlocking half circles, one per class (two of them: the classic two moons).
+
+    Moon c is the half circle of radius 1 around (c, ½·(c mod 2)), opening downwards for odd
+    c: the point at angle t ∈ [0, π] is (c + s cos t, s sin t + ½·(c mod 2)) with s = (−1)^c,
+    plus noise·N(0, 1) on each coordinate. Each moon reaches into the hollow of the next.
+
+    Args:
+        n_samples: total number of points N.
+        classes: number of moons C.
+        noise: standard deviation of the Gaussian noise added to each coordinate.
+        seed: seed for np.random.default_rng.
+        shuffle: shuffle the points; otherwise they come sorted by class.
+
+    Returns:
+        x: (N, 2) float32; y: (N,) int64 moon index in [0, C).
+    """
+    sizes = _class_sizes(n_samples, classes)
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), sizes)
+    t = rng.uniform(0.0, math.pi, n_samples)
+    sign = np.where(y % 2 == 0, 1.0, -1.0)
+    x = np.stack([y + sign * np.cos(t), sign * np.sin(t) + 0.5 * (y % 2)], axis=1)
+    x += noise * rng.standard_normal((n_samples, 2))
     return _finish(x, y, rng, shuffle)

@@ -298,7 +298,7 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
     app.state.readers = readers
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
     app.add_middleware(HeadGuard, allowed=allowed_hosts)
-    _add_error_handlers(app)
+    add_error_handlers(app)
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz() -> Health:
@@ -390,7 +390,7 @@ def create_app(model: str | Path | Sequential, *, data_dir=None, neighbours=True
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
@@ -409,7 +409,7 @@ def _unit_images(explainer: Explainer) -> tuple[bytes, bytes, str] | None:
 
 
 # The page loads nothing but its own files: the browser refuses any other host.
-_PAGE_HEADERS = {
+PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
@@ -418,7 +418,14 @@ _PAGE_HEADERS = {
 }
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI, name: str = "chainrule serve",
+                       example: str = '{"image": "data:image/png;base64,…"}') -> None:
+    """Answer every refusal as ``{"detail": "…"}``: APIError with its status, validation errors
+    as one 422 line (location and message, never the input), anything else as a logged 500.
+
+    Args:
+        name: the server's name in the log. example: a body to suggest for an empty request.
+    """
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
@@ -445,8 +452,7 @@ def _add_error_handlers(app: FastAPI) -> None:
                                 f"{position})")
                 continue
             if error.get("type") == "missing" and not loc:
-                messages.append('the body is empty; send a JSON object such as '
-                                '{"image": "data:image/png;base64,…"}')
+                messages.append(f"the body is empty; send a JSON object such as {example}")
                 continue
             msg = str(error.get("msg", "invalid"))
             msg = msg.removeprefix("Value error, ")
@@ -457,7 +463,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception):
-        log.error("chainrule serve: %s %s failed", request.method, request.url.path,
+        log.error("%s: %s %s failed", name, request.method, request.url.path,
                   exc_info=exc)
         return JSONResponse(
             {"detail": f"internal server error ({type(exc).__name__}); see the server log"},

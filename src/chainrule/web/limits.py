@@ -53,6 +53,15 @@ IMAGE_WORKERS = 1
 # then take one worker at a time (IMAGE_WORKERS) and the others stay free.
 PICTURE_PROCESSES = 2
 
+# chainrule studio: runs held at once (one per browser tab; each trains in its own thread, and
+# a run that nobody watches for STUDIO_ORPHAN_S seconds, or nobody asks about for
+# STUDIO_IDLE_S, is stopped and freed), and the uploaded CSV (inside the JSON body, so at most
+# MAX_BODY_BYTES) of at most STUDIO_CSV_ROWS rows.
+STUDIO_RUNS = 4
+STUDIO_ORPHAN_S = 10.0
+STUDIO_IDLE_S = 900.0
+STUDIO_CSV_ROWS = 10_000
+
 
 def inline(multiply_adds: int | None, pixels: int | None, neighbours: bool) -> bool:
     """Whether a request is answered on the event loop rather than in a worker thread.
@@ -93,12 +102,17 @@ class BodyGuard:
     The body is read here (at most ``max_bytes`` + one chunk, whether or not a Content-Length
     was sent) and replayed to the app, so an oversized, chunked or trickled upload never
     reaches the JSON parser. Refusals before the whole body is read close the connection.
+
+    Args:
+        hint: what the 413 answer tells the client to do instead.
     """
 
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, timeout: float = BODY_TIMEOUT_S):
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, timeout: float = BODY_TIMEOUT_S,
+                 hint: str = "send a smaller image (the page sends about 10 kB)"):
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.hint = hint
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -111,8 +125,7 @@ class BodyGuard:
             return await _refuse(send, 415, f"the body must be JSON sent with "
                                  f"Content-Type: application/json, got {got}", close=True)
         declared = headers.get(b"content-length")
-        too_big = (f"the body is larger than {self.max_bytes:,} bytes; send a smaller image "
-                   "(the page sends about 10 kB)")
+        too_big = f"the body is larger than {self.max_bytes:,} bytes; {self.hint}"
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await _refuse(send, 413, too_big, close=True)
         loop = asyncio.get_running_loop()
@@ -187,10 +200,12 @@ class HeadGuard:
     Args:
         allowed: more names, ``"name"`` or ``"name:port"`` (see ``parse_host``), e.g. the
             address the server is bound to.
+        command: the command the refusal tells the user to restart ("chainrule serve").
     """
 
-    def __init__(self, app, allowed=()):
+    def __init__(self, app, allowed=(), command: str = "chainrule serve"):
         self.app = app
+        self.command = command
         self.names = set(LOCAL_HOSTS)
         self.pairs: set[tuple[str, int]] = set()
         for entry in allowed:
@@ -232,7 +247,7 @@ class HeadGuard:
         where = f" on port {server_port}" if server_port else ""
         await _refuse(send, 400, f"the Host header is {shown}; this server answers to {names}"
                       f"{where} (another name could be a web page reaching it through DNS "
-                      "rebinding); start chainrule serve with --allowed-host NAME to allow "
+                      f"rebinding); start {self.command} with --allowed-host NAME to allow "
                       "another name", close=True)
 
 
