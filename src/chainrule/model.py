@@ -25,7 +25,7 @@ from .layers.base import (
     make_layer,
 )
 from .layers.stack import append_layer
-from .parameter import Parameter
+from .parameter import Parameter, ParameterBuffer
 from .random_state import check_state_array, set_state
 from .serialization import MODELS, save_model
 from .validate import seed as seed_arg
@@ -196,6 +196,10 @@ class Sequential:
             shape = layer.output_shape
         self.output_shape = shape
         self._params = [p for layer in self.layers for p in layer.parameters()]
+        if self._params and len({p.dtype for p in self._params}) == 1 and \
+                len({id(p) for p in self._params}) == len(self._params):
+            # Every value becomes a view of one flat array: the optimizer updates them all at once.
+            ParameterBuffer(self._params)
         if self.optimizer is not None:
             self.optimizer.bind(self.named_parameters())
 
