@@ -8,10 +8,20 @@ Both frameworks train the same model on the same in-memory MNIST (float32, 60,00
 reshuffled every epoch, no DataLoader) with Adam(1e-3) and the same number of threads; the runs
 interleave (chainrule, torch, chainrule, torch, …) so drift hits both, and each figure is the
 median of ``--reps`` one-epoch runs from a fresh model (the CNN row times ``--cnn-steps``
-batches instead of a full epoch). The language-model rows time ``--lm-steps`` training steps of
-each preset of chainrule.models.LM_PRESETS against its torch twin (benchmarks/lm_torch.py) on
-the words of /usr/share/dict/words, in target characters (tokens) per second. This is a
-benchmark, not a test.
+batches instead of a full epoch). The GEMM floor is measured after each pair of MLP runs and
+the ratio and "/ floor" columns are medians of the per-run ratios. The language-model rows time
+``--lm-steps`` training steps of each preset of chainrule.models.LM_PRESETS against its torch
+twin (benchmarks/lm_torch.py) on the words of /usr/share/dict/words, in target characters
+(tokens) per second. This is a benchmark, not a test.
+
+Two BLAS settings: NumPy's OpenBLAS with the kernels this machine's environment picks
+(``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` as set), then, in a subprocess of this script with
+both variables removed from its environment only, the kernels OpenBLAS picks for the CPU itself
+(``--blas native``; threadpoolctl names them). PyTorch uses its own kernels in both.
+
+Peak memory is the high-water mark of resident memory (``VmHWM``) that the `chainrule train`
+process reports for itself at exit; the ``ru_maxrss`` of a child would also count this
+process's own memory, which a child started by ``vfork`` shares until it runs the command.
 """
 
 from __future__ import annotations
@@ -19,10 +29,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -31,6 +41,13 @@ def parse_args():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-memory run")
+    parser.add_argument("--skip-cnn", action="store_true", help="skip the cnn row")
+    parser.add_argument("--rss-models", default="mlp",
+                        help="presets whose `chainrule train --epochs 1` peak memory is measured, "
+                             "e.g. mlp,cnn")
+    parser.add_argument("--blas", choices=("both", "as-set", "native"), default="both",
+                        help="BLAS kernels: as this machine's environment sets them, the CPU's "
+                             "own (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset), or both")
     parser.add_argument("--cnn-steps", type=int, default=40,
                         help="training steps timed for the CNN row (an epoch is 469)")
     parser.add_argument("--lm-steps", type=int, default=30,
@@ -41,6 +58,11 @@ def parse_args():
 
 
 ARGS = parse_args()
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if ARGS.blas == "native" and any(var in os.environ for var in BLAS_VARS):
+    # OpenBLAS reads them when NumPy loads it: start again without them, in this process only.
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
@@ -183,17 +205,29 @@ def gemm_floor(sizes, batch, steps, reps=30):
     return total * steps, flops * steps
 
 
-def peak_rss_mb() -> float:
-    """Peak RSS of `chainrule train --model mlp --epochs 1` on full MNIST, in a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [sys.executable, "-m", "chainrule", "train", "--model", "mlp", "--epochs", "1",
-         "--quiet", "--out", os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                          f"chainrule-rss-{os.getpid()}")],
-        check=True, stdout=subprocess.DEVNULL,
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
+# Runs `chainrule train …` (argv) in this process, then prints its own peak resident memory.
+_TRAIN_AND_REPORT_PEAK = """
+import sys
+from chainrule.cli import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as f:
+    peak = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+print(f"VmHWM {peak}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def peak_rss_mb(model: str) -> float:
+    """Peak RSS of `chainrule train --model MODEL --epochs 1` (report included) on full MNIST,
+    in a fresh process, as the process's own VmHWM (Linux), in MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            [sys.executable, "-c", _TRAIN_AND_REPORT_PEAK, "train", "--model", model,
+             "--epochs", "1", "--quiet", "--out", os.path.join(tmp, "run")],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+    peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM ")]
+    return int(peak[-1]) / 1024
 
 
 def cpu_model() -> str:
@@ -289,21 +323,30 @@ def main():
     for name, sizes, batch in [("MLP 784-256-256-10", MLP, 128), ("MLP 784-256-256-10", MLP, 32),
                                ("MLP 784-256-256-10", MLP, 512),
                                ("softmax regression 784-10", SOFTMAX, 128)]:
-        ours, theirs = interleaved(lambda r, s=sizes, b=batch: epoch_chainrule(s, x, y, b, r),
-                                   lambda r, s=sizes, b=batch: epoch_torch(s, tx, ty, b, r),
-                                   ARGS.reps)
+        # The floor is measured right after each pair of epochs, so that a ratio to it
+        # compares figures taken under the same load of a shared machine.
         steps = -(-len(x) // batch)
-        floor, flops = gemm_floor(sizes, batch, steps)
-        rows.append((f"{name}, batch {batch}", len(x) / ours, len(x) / theirs, floor, ours,
-                     theirs, flops))
+        runs = []
+        for r in range(ARGS.reps):
+            ours = epoch_chainrule(sizes, x, y, batch, r)
+            theirs = epoch_torch(sizes, tx, ty, batch, r)
+            runs.append((ours, theirs, *gemm_floor(sizes, batch, steps)))
+        ours, theirs, floor, flops = (statistics.median(c) for c in zip(*runs, strict=True))
+        ours_floor = statistics.median(o / f for o, _, f, _ in runs)
+        theirs_floor = statistics.median(t / f for _, t, f, _ in runs)
+        ratio = statistics.median(t / o for o, t, _, _ in runs)
+        rows.append((f"{name}, batch {batch}", len(x) / ours, len(x) / theirs, ratio, floor,
+                     ours_floor, theirs_floor, flops))
 
     cnn_batch, cnn_steps = 128, ARGS.cnn_steps
     x4 = x.reshape(-1, 1, 28, 28)
-    cnn_ours, cnn_torch = interleaved(
-        lambda r: steps_chainrule_cnn(x4, y, cnn_batch, cnn_steps, r),
-        lambda r: steps_torch_cnn(torch.from_numpy(x4), ty, cnn_batch, cnn_steps, r),
-        ARGS.reps,
-    )
+    cnn_ours = cnn_torch = None
+    if not ARGS.skip_cnn:
+        cnn_ours, cnn_torch = interleaved(
+            lambda r: steps_chainrule_cnn(x4, y, cnn_batch, cnn_steps, r),
+            lambda r: steps_torch_cnn(torch.from_numpy(x4), ty, cnn_batch, cnn_steps, r),
+            ARGS.reps,
+        )
     cnn_samples = cnn_batch * cnn_steps
 
     model = chainrule_model(MLP)
@@ -323,12 +366,14 @@ def main():
         return time.perf_counter() - start
 
     inf_ours, inf_torch = interleaved(infer_ours, infer_torch, max(ARGS.reps, 5))
-    rss = None if ARGS.skip_rss else peak_rss_mb()
+    rss = {} if ARGS.skip_rss else {m: peak_rss_mb(m) for m in ARGS.rss_models.split(",")}
 
     blas = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')} kernels)"
             for d in threadpool_info() if d.get("user_api") == "blas"]
-    print(f"\nNumPy BLAS: {', '.join(blas)}; OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    setting = "as this machine sets them" if ARGS.blas != "native" else \
+        "the CPU's own (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for this benchmark)"
+    print(f"\nBLAS kernels {setting}: NumPy BLAS {', '.join(blas)}; "
+          + "; ".join(f"{var}={os.environ.get(var, '(unset)')}" for var in BLAS_VARS))
     print(f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} cores, "
           f"{ARGS.threads} threads each; "
           f"Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}; "
@@ -336,21 +381,32 @@ def main():
     print("\n| training, one epoch of 60,000 | chainrule samples/s | PyTorch samples/s | "
           "ratio | GEMM floor | chainrule / floor | PyTorch / floor |")
     print("|---|---|---|---|---|---|---|")
-    for label, s_ours, s_torch, floor, t_ours, t_torch, flops in rows:
-        print(f"| {label} | {s_ours:,.0f} | {s_torch:,.0f} | {s_ours / s_torch:.2f} | "
-              f"{floor:.3f} s ({flops / floor / 1e9:.0f} GFLOP/s) | {t_ours / floor:.2f}x | "
-              f"{t_torch / floor:.2f}x |")
-    print(f"| cnn preset (2 conv 5×5 + BatchNorm, {cnn_steps} steps), batch {cnn_batch} | "
-          f"{cnn_samples / cnn_ours:,.0f} | {cnn_samples / cnn_torch:,.0f} | "
-          f"{cnn_torch / cnn_ours:.2f} | | | |")
+    for label, s_ours, s_torch, ratio, floor, ours_floor, theirs_floor, flops in rows:
+        print(f"| {label} | {s_ours:,.0f} | {s_torch:,.0f} | {ratio:.2f} | "
+              f"{floor:.3f} s ({flops / floor / 1e9:.0f} GFLOP/s) | {ours_floor:.2f}x | "
+              f"{theirs_floor:.2f}x |")
+    if cnn_ours is not None:
+        print(f"| cnn preset (2 conv 5×5 + BatchNorm, {cnn_steps} steps), batch {cnn_batch} | "
+              f"{cnn_samples / cnn_ours:,.0f} | {cnn_samples / cnn_torch:,.0f} | "
+              f"{cnn_torch / cnn_ours:.2f} | | | |")
     print("\n| inference, 10,000 test images, batch 1,000 | chainrule images/s | "
           "PyTorch images/s | ratio |")
     print("|---|---|---|---|")
     print(f"| MLP 784-256-256-10 | {len(x_test) / inf_ours:,.0f} | "
           f"{len(x_test) / inf_torch:,.0f} | {inf_torch / inf_ours:.2f} |")
-    if rss is not None:
-        print(f"\npeak RSS of `chainrule train --model mlp --epochs 1` (full MNIST): {rss:.0f} MB")
+    for model_name, peak in rss.items():
+        print(f"\npeak RSS of `chainrule train --model {model_name} --epochs 1` (full MNIST, "
+              f"report included): {peak:.0f} MB")
     print_lm_rows(lm_rows(ARGS.lm_steps, ARGS.reps), ARGS.lm_steps)
+    if ARGS.blas == "both":
+        sys.stdout.flush()
+        argv = sys.argv[1:]
+        if "--blas" in argv:
+            i = argv.index("--blas")
+            argv = argv[:i] + argv[i + 2:]
+        argv = [a for a in argv if not a.startswith("--blas=")]
+        subprocess.run([sys.executable, sys.argv[0], *argv, "--blas", "native", "--skip-rss"],
+                       check=True)
 
 
 if __name__ == "__main__":

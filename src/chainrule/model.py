@@ -25,7 +25,7 @@ from .layers.base import (
     make_layer,
 )
 from .layers.stack import append_layer
-from .parameter import Parameter
+from .parameter import Parameter, ParameterBuffer
 from .random_state import check_state_array, set_state
 from .serialization import MODELS, save_model
 from .validate import seed as seed_arg
@@ -196,6 +196,10 @@ class Sequential:
             shape = layer.output_shape
         self.output_shape = shape
         self._params = [p for layer in self.layers for p in layer.parameters()]
+        if self._params and len({p.dtype for p in self._params}) == 1 and \
+                len({id(p) for p in self._params}) == len(self._params):
+            # Every value becomes a view of one flat array: the optimizer updates them all at once.
+            ParameterBuffer(self._params)
         if self.optimizer is not None:
             self.optimizer.bind(self.named_parameters())
 
@@ -806,12 +810,16 @@ class _DivergenceWatch:
             return math.log(2.0)
         return 0.0
 
+    def _where(self, epoch: int, step: int) -> tuple[str, str]:
+        """The step and the advice that a divergence message names."""
+        return (f"at epoch {epoch + 1}, step {step + 1} of {self.steps}",
+                f"Try a lower learning rate (it was {self.model.optimizer.last_lr:g}), "
+                "normalise the inputs, or check the data for extreme values")
+
     def check(self, loss: float, epoch: int, step: int) -> None:
         """Raise FloatingPointError if ``loss`` (0-based ``epoch``, ``step``) shows divergence."""
-        where = f"at epoch {epoch + 1}, step {step + 1} of {self.steps}"
-        advice = (f"Try a lower learning rate (it was {self.model.optimizer.last_lr:g}), "
-                  "normalise the inputs, or check the data for extreme values")
         if not math.isfinite(loss):
+            where, advice = self._where(epoch, step)
             raise FloatingPointError(f"training diverged: the loss became {loss} {where}. {advice}")
         if self.reference is None:
             guess = self._uniform_guess()
@@ -820,6 +828,7 @@ class _DivergenceWatch:
         limit = DIVERGENCE_FACTOR * self.reference
         self.above = self.above + 1 if self.reference > 0 and loss > limit else 0
         if self.above >= self.needed:
+            where, advice = self._where(epoch, step)
             raise FloatingPointError(
                 f"training diverged: the loss stayed above {limit:.3g} ({DIVERGENCE_FACTOR:g} × "
                 f"{self.reference:.3g}, {self.what}) for {self.above} consecutive steps and "

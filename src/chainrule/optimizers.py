@@ -6,6 +6,12 @@ buffer per parameter and never leaves the parameter's dtype. After the first ste
 momentum SGD, Adam, AdamW and plain or momentum RMSprop allocate nothing; Nesterov, dampening,
 L2 decay in Adam/RMSprop and centered RMSprop use one or two temporaries of the parameter's
 size.
+
+Parameters packed into one :class:`chainrule.parameter.ParameterBuffer` (a Sequential packs its
+own) are updated together: the same update runs once on the flat (P,) arrays of all values,
+gradients and state, whose segments are each parameter's ``value``, ``grad`` and
+``state[param]`` arrays. The formulas are element-wise, so the result is the same as one
+parameter at a time, in a few whole-array operations per step instead of a dozen per parameter.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class Optimizer:
         self.state: dict[Parameter, dict[str, np.ndarray | int]] = {}
         self._scratch: dict[Parameter, np.ndarray] = {}
         self._names: dict[Parameter, str] = {}
+        self._packed: _PackedState | None = None
 
     @property
     def learning_rate(self) -> float:
@@ -88,6 +95,19 @@ class Optimizer:
         """
         lr = self.last_lr = self.learning_rate
         self.iterations += 1
+        parameters = list(parameters)
+        buffer = parameters[0].buffer if parameters else None
+        if buffer is not None and buffer.holds(parameters) and buffer.gather():
+            packed = self._packed
+            if packed is None or packed.buffer is not buffer:
+                packed = self._packed = _PackedState(buffer)
+            state = packed.collect(self)
+            if state is not None:
+                self._update(buffer.value, buffer.grad, state, packed.scratch, lr)
+                packed.spread(self, state)
+                if self.iterations % FLUSH_EVERY == 0:
+                    _flush_subnormals(state)
+                return
         for p in parameters:
             if p.grad is None:
                 raise RuntimeError(
@@ -414,6 +434,83 @@ class RMSprop(Optimizer):
             tmp *= lr
         value -= tmp
 
+
+
+class _PackedState:
+    """An optimizer's state for the parameters of one ParameterBuffer as flat (P,) arrays,
+    whose segments are the arrays in ``optimizer.state[param]``.
+
+    ``collect`` finds or makes those flat arrays before a step, copying in state that was
+    replaced since the last one (``load_state_dict``, a parameter seen for the first time);
+    ``spread`` hands entries the step created or counted (SGD's velocity, Adam's step) back to
+    every parameter's state.
+    """
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+        self.scratch = np.empty_like(buffer.value)
+        self.arrays: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+
+    def collect(self, optimizer: Optimizer) -> dict | None:
+        """The flat state for the next step, or None when the parameters' states differ in
+        their entries or counters (a parameter added to a trained model, a partial load):
+        they are then updated one by one."""
+        params = self.buffer.parameters
+        states = optimizer.state
+        if all(p not in states for p in params):
+            fresh = optimizer._init_state(Parameter(self.buffer.value))
+            self.arrays = {}
+            for p in params:
+                states[p] = {}
+            self.spread(optimizer, fresh)
+            return fresh
+        for p in params:
+            if p not in states:
+                states[p] = optimizer._init_state(p)
+        first = states[params[0]]
+        keys = first.keys()
+        flat = {}
+        for key, entry in first.items():
+            if not isinstance(entry, np.ndarray):
+                if any(states[p].get(key) != entry for p in params):
+                    return None
+                flat[key] = entry
+                continue
+            known = self.arrays.get(key)
+            if known is None:
+                known = self._new_array(key, np.empty_like(self.buffer.value))
+            array, views = known
+            for p, view in zip(params, views, strict=True):
+                own = states[p].get(key)
+                if own is view:
+                    continue
+                if own is None or own.shape != view.shape:
+                    return None
+                np.copyto(view, own)
+                states[p][key] = view
+            flat[key] = array
+        if any(states[p].keys() != keys for p in params):
+            return None
+        return flat
+
+    def spread(self, optimizer: Optimizer, flat: dict) -> None:
+        """Give every parameter's state its segment of each flat array and each counter."""
+        params = self.buffer.parameters
+        states = optimizer.state
+        for key, entry in flat.items():
+            if not isinstance(entry, np.ndarray):
+                for p in params:
+                    states.setdefault(p, {})[key] = entry
+                continue
+            known = self.arrays.get(key)
+            if known is None or known[0] is not entry:
+                known = self._new_array(key, entry)
+                for p, view in zip(params, known[1], strict=True):
+                    states.setdefault(p, {})[key] = view
+
+    def _new_array(self, key: str, array: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        self.arrays[key] = (array, self.buffer.views(array))
+        return self.arrays[key]
 
 
 OPTIMIZER_CLASSES = Registry("optimizer", expected="known:", entries=[SGD, Adam, AdamW, RMSprop])
