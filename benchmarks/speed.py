@@ -8,14 +8,21 @@ reshuffled every epoch, no DataLoader) with Adam(1e-3) and the same number of th
 interleave (chainrule, torch, chainrule, torch, …) so drift hits both, and each figure is the
 median of ``--reps`` one-epoch runs from a fresh model (the CNN row times ``--cnn-steps``
 batches instead of a full epoch). This is a benchmark, not a test.
+
+The cnn row is measured twice: with OpenBLAS's kernels as this machine's environment sets them
+(``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE``), and in a child process of this script with both
+variables removed, so that OpenBLAS picks the CPU's own kernels as it would on a user's machine
+(PyTorch uses its own oneDNN/MKL kernels and is not affected). The variables are only removed
+for that child process; each row names the kernel OpenBLAS used (threadpoolctl).
+``--cnn-only`` runs just the cnn rows and the cnn's peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +36,10 @@ def parse_args():
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-memory run")
     parser.add_argument("--cnn-steps", type=int, default=40,
                         help="training steps timed for the CNN row (an epoch is 469)")
+    parser.add_argument("--cnn-only", action="store_true",
+                        help="only the cnn rows (both BLAS settings) and the cnn's peak RSS")
+    # The child process that times the cnn with the BLAS variables removed; prints JSON.
+    parser.add_argument("--cnn-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -121,6 +132,42 @@ def steps_torch_cnn(x, y, batch, steps, seed):
     return time.perf_counter() - start
 
 
+#: The environment variables this machine sets to pin OpenBLAS's kernels (see the README).
+BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_kernels() -> str:
+    """The BLAS NumPy uses, with the kernel family OpenBLAS picked (threadpoolctl)."""
+    found = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')} kernels)"
+             for d in threadpool_info() if d.get("user_api") == "blas"]
+    return ", ".join(found) or "unknown BLAS"
+
+
+def cnn_times(x, y):
+    """Median seconds (chainrule, PyTorch) for ``--cnn-steps`` interleaved cnn training steps,
+    and the BLAS kernels of this process."""
+    x4 = x.reshape(-1, 1, 28, 28)
+    tx4, ty = torch.from_numpy(x4), torch.from_numpy(y)
+    ours, theirs = interleaved(
+        lambda r: steps_chainrule_cnn(x4, y, 128, ARGS.cnn_steps, r),
+        lambda r: steps_torch_cnn(tx4, ty, 128, ARGS.cnn_steps, r),
+        ARGS.reps,
+    )
+    return {"ours": ours, "torch": theirs, "blas": blas_kernels()}
+
+
+def cnn_times_native_blas():
+    """``cnn_times`` in a child process of this script without ``BLAS_PINS`` in its
+    environment, so that OpenBLAS chooses the CPU's own kernels."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_PINS}
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--cnn-worker", "--reps", str(ARGS.reps),
+         "--threads", str(ARGS.threads), "--cnn-steps", str(ARGS.cnn_steps)],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def epoch_chainrule(sizes, x, y, batch, seed):
     model = chainrule_model(sizes, seed)
     start = time.perf_counter()
@@ -175,17 +222,47 @@ def gemm_floor(sizes, batch, steps, reps=30):
     return total * steps, flops * steps
 
 
-def peak_rss_mb() -> float:
-    """Peak RSS of `chainrule train --model mlp --epochs 1` on full MNIST, in a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [sys.executable, "-m", "chainrule", "train", "--model", "mlp", "--epochs", "1",
-         "--quiet", "--out", os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                          f"chainrule-rss-{os.getpid()}")],
-        check=True, stdout=subprocess.DEVNULL,
+def peak_rss_mb(model: str = "mlp", *extra: str) -> float:
+    """Peak RSS in MB of `chainrule train --model MODEL --epochs 1 --quiet EXTRA…` on full
+    MNIST, in a fresh process.
+
+    An intermediate Python starts the run and reports the largest RSS among its children (the
+    run alone), so that this script's other child processes do not count.
+    """
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"chainrule-rss-{model}-{os.getpid()}")
+    probe = ("import resource, subprocess, sys; "
+             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    result = subprocess.run(
+        [sys.executable, "-c", probe, sys.executable, "-m", "chainrule", "train", "--model",
+         model, "--epochs", "1", "--quiet", *extra, "--out", out],
+        check=True, capture_output=True, text=True,
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
+    return int(result.stdout.split()[-1]) / 1024
+
+
+def cnn_memory_mb(x) -> dict[str, float]:
+    """What a cnn training step holds, in MB: the float32 training images, and the arrays the
+    layers cache between a training forward and its backward for a batch of 128 (each
+    layer's cache, counted once per distinct buffer)."""
+    model = chainrule_cnn(0)
+    xb = model.prepare_input(x[:128].reshape(-1, 1, 28, 28), "benchmark")
+    h, seen, cached = xb, set(), {}
+    for layer in model.layers:
+        h = layer.apply(h, True)
+        stack = [layer.cache]
+        total = 0
+        while stack:
+            item = stack.pop()
+            if isinstance(item, (tuple, list)):
+                stack.extend(item)
+            elif isinstance(item, np.ndarray):
+                base = item if item.base is None else item.base
+                if id(base) not in seen:
+                    seen.add(id(base))
+                    total += base.nbytes
+        cached[layer.name] = total / 1e6
+    return {"images": 60000 * 28 * 28 * 4 / 1e6, "caches": cached}
 
 
 def cpu_model() -> str:
@@ -215,14 +292,7 @@ def main():
         rows.append((f"{name}, batch {batch}", len(x) / ours, len(x) / theirs, floor, ours,
                      theirs, flops))
 
-    cnn_batch, cnn_steps = 128, ARGS.cnn_steps
-    x4 = x.reshape(-1, 1, 28, 28)
-    cnn_ours, cnn_torch = interleaved(
-        lambda r: steps_chainrule_cnn(x4, y, cnn_batch, cnn_steps, r),
-        lambda r: steps_torch_cnn(torch.from_numpy(x4), ty, cnn_batch, cnn_steps, r),
-        ARGS.reps,
-    )
-    cnn_samples = cnn_batch * cnn_steps
+    cnn = [cnn_times(x, y), cnn_times_native_blas()]
 
     model = chainrule_model(MLP)
     tmodel, _ = torch_model(MLP)
@@ -243,9 +313,7 @@ def main():
     inf_ours, inf_torch = interleaved(infer_ours, infer_torch, max(ARGS.reps, 5))
     rss = None if ARGS.skip_rss else peak_rss_mb()
 
-    blas = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')} kernels)"
-            for d in threadpool_info() if d.get("user_api") == "blas"]
-    print(f"\nNumPy BLAS: {', '.join(blas)}; OPENBLAS_CORETYPE="
+    print(f"\nNumPy BLAS: {blas_kernels()}; OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     print(f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} cores, "
           f"{ARGS.threads} threads each; "
@@ -258,9 +326,7 @@ def main():
         print(f"| {label} | {s_ours:,.0f} | {s_torch:,.0f} | {s_ours / s_torch:.2f} | "
               f"{floor:.3f} s ({flops / floor / 1e9:.0f} GFLOP/s) | {t_ours / floor:.2f}x | "
               f"{t_torch / floor:.2f}x |")
-    print(f"| cnn preset (2 conv 5×5 + BatchNorm, {cnn_steps} steps), batch {cnn_batch} | "
-          f"{cnn_samples / cnn_ours:,.0f} | {cnn_samples / cnn_torch:,.0f} | "
-          f"{cnn_torch / cnn_ours:.2f} | | | |")
+    print_cnn_rows(cnn)
     print("\n| inference, 10,000 test images, batch 1,000 | chainrule images/s | "
           "PyTorch images/s | ratio |")
     print("|---|---|---|---|")
@@ -268,7 +334,49 @@ def main():
           f"{len(x_test) / inf_torch:,.0f} | {inf_torch / inf_ours:.2f} |")
     if rss is not None:
         print(f"\npeak RSS of `chainrule train --model mlp --epochs 1` (full MNIST): {rss:.0f} MB")
+        print_cnn_memory(x)
+
+
+def print_cnn_rows(cnn) -> None:
+    """The cnn table: one row per BLAS setting, from ``cnn_times`` results."""
+    samples = 128 * ARGS.cnn_steps
+    print(f"\n| cnn preset training, batch 128, {ARGS.cnn_steps} steps, median of {ARGS.reps} "
+          "interleaved | NumPy BLAS | chainrule samples/s | PyTorch samples/s | ratio |")
+    print("|---|---|---|---|---|")
+    for setting, result in zip(("as this machine sets it", "both variables unset"), cnn,
+                               strict=True):
+        print(f"| {setting} | {result['blas']} | {samples / result['ours']:,.0f} | "
+              f"{samples / result['torch']:,.0f} | {result['torch'] / result['ours']:.2f} |")
+
+
+def print_cnn_memory(x) -> None:
+    """Peak RSS of a one-epoch cnn run, and what holds it."""
+    rss = peak_rss_mb("cnn", "--no-report")
+    memory = cnn_memory_mb(x)
+    caches = memory["caches"]
+    largest = ", ".join(f"{name} {mb:.1f}" for name, mb in
+                        sorted(caches.items(), key=lambda kv: -kv[1])[:4])
+    print(f"\npeak RSS of `chainrule train --model cnn --epochs 1 --no-report` (full MNIST): "
+          f"{rss:.0f} MB; of it, the float32 training images {memory['images']:.0f} MB and the "
+          f"layer caches of one batch of 128 {sum(caches.values()):.0f} MB (largest: "
+          f"{largest} MB)")
+
+
+def cnn_only() -> None:
+    (x, y), _ = load_mnist(flatten=True)
+    if ARGS.cnn_worker:
+        print(json.dumps(cnn_times(x, y)))
+        return
+    print(f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} cores, "
+          f"{ARGS.threads} threads each; Python {platform.python_version()}, NumPy "
+          f"{np.__version__}, torch {torch.__version__}")
+    print_cnn_rows([cnn_times(x, y), cnn_times_native_blas()])
+    if not ARGS.skip_rss:
+        print_cnn_memory(x)
 
 
 if __name__ == "__main__":
-    main()
+    if ARGS.cnn_only or ARGS.cnn_worker:
+        cnn_only()
+    else:
+        main()
