@@ -210,6 +210,12 @@ class Conv2D(Layer):
         # (N, H′, W′, C, kh, kw): output positions every s pixels, kernel taps every d pixels.
         windows = windows[:, ::sh, ::sw, :, ::dh, ::dw]
         h_out, w_out = windows.shape[1:3]
+        if c == 1 and sw == 1:
+            # One channel: copying X_colᵀ (kh·kw, N·H′·W′) instead moves runs of W′ pixels
+            # of an image row rather than runs of kw; X_col is its transpose, a view that the
+            # products read in place.
+            cols_T = windows.transpose(4, 5, 3, 0, 1, 2).reshape(kh * kw, n * h_out * w_out)
+            return cols_T.T, xp.shape, (h_out, w_out)
         cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
         return cols, xp.shape, (h_out, w_out)
 
