@@ -18,6 +18,7 @@ Two BLAS settings: NumPy's OpenBLAS with the kernels this machine's environment 
 (``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` as set), then, in a subprocess of this script with
 both variables removed from its environment only, the kernels OpenBLAS picks for the CPU itself
 (``--blas native``; threadpoolctl names them). PyTorch uses its own kernels in both.
+``--cnn-only`` runs just the cnn rows, in both settings, and the cnn's peak memory.
 
 Peak memory is the high-water mark of resident memory (``VmHWM``) that the `chainrule train`
 process reports for itself at exit; the ``ru_maxrss`` of a child would also count this
@@ -27,6 +28,7 @@ process's own memory, which a child started by ``vfork`` shares until it runs th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -54,6 +56,10 @@ def parse_args():
                         help="training steps timed for each language-model row")
     parser.add_argument("--lm-only", action="store_true",
                         help="only the language models' training tokens/s (no MNIST needed)")
+    parser.add_argument("--cnn-only", action="store_true",
+                        help="only the cnn rows (both BLAS settings) and the cnn's peak RSS")
+    # The child process that times the cnn with the BLAS variables removed; prints JSON.
+    parser.add_argument("--cnn-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -151,6 +157,41 @@ def steps_torch_cnn(x, y, batch, steps, seed):
     return time.perf_counter() - start
 
 
+#: The environment variables this machine sets to pin OpenBLAS's kernels (see the README).
+
+
+def blas_kernels() -> str:
+    """The BLAS NumPy uses, with the kernel family OpenBLAS picked (threadpoolctl)."""
+    found = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')} kernels)"
+             for d in threadpool_info() if d.get("user_api") == "blas"]
+    return ", ".join(found) or "unknown BLAS"
+
+
+def cnn_times(x, y):
+    """Median seconds (chainrule, PyTorch) for ``--cnn-steps`` interleaved cnn training steps,
+    and the BLAS kernels of this process."""
+    x4 = x.reshape(-1, 1, 28, 28)
+    tx4, ty = torch.from_numpy(x4), torch.from_numpy(y)
+    ours, theirs = interleaved(
+        lambda r: steps_chainrule_cnn(x4, y, 128, ARGS.cnn_steps, r),
+        lambda r: steps_torch_cnn(tx4, ty, 128, ARGS.cnn_steps, r),
+        ARGS.reps,
+    )
+    return {"ours": ours, "torch": theirs, "blas": blas_kernels()}
+
+
+def cnn_times_native_blas():
+    """``cnn_times`` in a child process of this script without ``BLAS_VARS`` in its
+    environment, so that OpenBLAS chooses the CPU's own kernels."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--cnn-worker", "--reps", str(ARGS.reps),
+         "--threads", str(ARGS.threads), "--cnn-steps", str(ARGS.cnn_steps)],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def epoch_chainrule(sizes, x, y, batch, seed):
     model = chainrule_model(sizes, seed)
     start = time.perf_counter()
@@ -217,17 +258,42 @@ sys.exit(code)
 """
 
 
-def peak_rss_mb(model: str) -> float:
-    """Peak RSS of `chainrule train --model MODEL --epochs 1` (report included) on full MNIST,
-    in a fresh process, as the process's own VmHWM (Linux), in MB."""
+def peak_rss_mb(model: str, *extra: str) -> float:
+    """Peak RSS of `chainrule train --model MODEL --epochs 1 EXTRA…` (report included unless
+    EXTRA says --no-report) on full MNIST, in a fresh process, as the process's own VmHWM
+    (Linux), in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [sys.executable, "-c", _TRAIN_AND_REPORT_PEAK, "train", "--model", model,
-             "--epochs", "1", "--quiet", "--out", os.path.join(tmp, "run")],
+             "--epochs", "1", "--quiet", *extra, "--out", os.path.join(tmp, "run")],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
     peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM ")]
     return int(peak[-1]) / 1024
+
+
+def cnn_memory_mb(x) -> dict[str, float]:
+    """What a cnn training step holds, in MB: the float32 training images, and the arrays the
+    layers cache between a training forward and its backward for a batch of 128 (each
+    layer's cache, counted once per distinct buffer)."""
+    model = chainrule_cnn(0)
+    xb = model.prepare_input(x[:128].reshape(-1, 1, 28, 28), "benchmark")
+    h, seen, cached = xb, set(), {}
+    for layer in model.layers:
+        h = layer.apply(h, True)
+        stack = [layer.cache]
+        total = 0
+        while stack:
+            item = stack.pop()
+            if isinstance(item, (tuple, list)):
+                stack.extend(item)
+            elif isinstance(item, np.ndarray):
+                base = item if item.base is None else item.base
+                if id(base) not in seen:
+                    seen.add(id(base))
+                    total += base.nbytes
+        cached[layer.name] = total / 1e6
+    return {"images": 60000 * 28 * 28 * 4 / 1e6, "caches": cached}
 
 
 def cpu_model() -> str:
@@ -338,16 +404,7 @@ def main():
         rows.append((f"{name}, batch {batch}", len(x) / ours, len(x) / theirs, ratio, floor,
                      ours_floor, theirs_floor, flops))
 
-    cnn_batch, cnn_steps = 128, ARGS.cnn_steps
-    x4 = x.reshape(-1, 1, 28, 28)
-    cnn_ours = cnn_torch = None
-    if not ARGS.skip_cnn:
-        cnn_ours, cnn_torch = interleaved(
-            lambda r: steps_chainrule_cnn(x4, y, cnn_batch, cnn_steps, r),
-            lambda r: steps_torch_cnn(torch.from_numpy(x4), ty, cnn_batch, cnn_steps, r),
-            ARGS.reps,
-        )
-    cnn_samples = cnn_batch * cnn_steps
+    cnn = None if ARGS.skip_cnn else cnn_times(x, y)
 
     model = chainrule_model(MLP)
     tmodel, _ = torch_model(MLP)
@@ -385,10 +442,9 @@ def main():
         print(f"| {label} | {s_ours:,.0f} | {s_torch:,.0f} | {ratio:.2f} | "
               f"{floor:.3f} s ({flops / floor / 1e9:.0f} GFLOP/s) | {ours_floor:.2f}x | "
               f"{theirs_floor:.2f}x |")
-    if cnn_ours is not None:
-        print(f"| cnn preset (2 conv 5×5 + BatchNorm, {cnn_steps} steps), batch {cnn_batch} | "
-              f"{cnn_samples / cnn_ours:,.0f} | {cnn_samples / cnn_torch:,.0f} | "
-              f"{cnn_torch / cnn_ours:.2f} | | | |")
+    if cnn is not None:
+        setting = "both variables unset" if ARGS.blas == "native" else "as this machine sets it"
+        print_cnn_rows([(setting, cnn)])
     print("\n| inference, 10,000 test images, batch 1,000 | chainrule images/s | "
           "PyTorch images/s | ratio |")
     print("|---|---|---|---|")
@@ -397,6 +453,8 @@ def main():
     for model_name, peak in rss.items():
         print(f"\npeak RSS of `chainrule train --model {model_name} --epochs 1` (full MNIST, "
               f"report included): {peak:.0f} MB")
+    if not ARGS.skip_rss and not ARGS.skip_cnn:
+        print_cnn_memory(x)
     print_lm_rows(lm_rows(ARGS.lm_steps, ARGS.reps), ARGS.lm_steps)
     if ARGS.blas == "both":
         sys.stdout.flush()
@@ -409,5 +467,46 @@ def main():
                        check=True)
 
 
+def print_cnn_rows(cnn) -> None:
+    """The cnn table: one row per (BLAS setting, ``cnn_times`` result) in ``cnn``."""
+    samples = 128 * ARGS.cnn_steps
+    print(f"\n| cnn preset training, batch 128, {ARGS.cnn_steps} steps, median of {ARGS.reps} "
+          "interleaved | NumPy BLAS | chainrule samples/s | PyTorch samples/s | ratio |")
+    print("|---|---|---|---|---|")
+    for setting, result in cnn:
+        print(f"| {setting} | {result['blas']} | {samples / result['ours']:,.0f} | "
+              f"{samples / result['torch']:,.0f} | {result['torch'] / result['ours']:.2f} |")
+
+
+def print_cnn_memory(x) -> None:
+    """Peak RSS of a one-epoch cnn run, and what holds it."""
+    rss = peak_rss_mb("cnn", "--no-report")
+    memory = cnn_memory_mb(x)
+    caches = memory["caches"]
+    largest = ", ".join(f"{name} {mb:.1f}" for name, mb in
+                        sorted(caches.items(), key=lambda kv: -kv[1])[:4])
+    print(f"\npeak RSS of `chainrule train --model cnn --epochs 1 --no-report` (full MNIST): "
+          f"{rss:.0f} MB; of it, the float32 training images {memory['images']:.0f} MB and the "
+          f"layer caches of one batch of 128 {sum(caches.values()):.0f} MB (largest: "
+          f"{largest} MB)")
+
+
+def cnn_only() -> None:
+    (x, y), _ = load_mnist(flatten=True)
+    if ARGS.cnn_worker:
+        print(json.dumps(cnn_times(x, y)))
+        return
+    print(f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} cores, "
+          f"{ARGS.threads} threads each; Python {platform.python_version()}, NumPy "
+          f"{np.__version__}, torch {torch.__version__}")
+    print_cnn_rows([("as this machine sets it", cnn_times(x, y)),
+                    ("both variables unset", cnn_times_native_blas())])
+    if not ARGS.skip_rss:
+        print_cnn_memory(x)
+
+
 if __name__ == "__main__":
-    main()
+    if ARGS.cnn_only or ARGS.cnn_worker:
+        cnn_only()
+    else:
+        main()

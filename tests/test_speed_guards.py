@@ -1,12 +1,15 @@
 """Guards for the speed work: cheap properties of a training step that keep it fast."""
 
+import sys
+
 import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import layers, losses, optimizers
+from chainrule import layers, losses, models, optimizers
 from chainrule.layers.base import check_finite
 from chainrule.optimizers import FLUSH_EVERY, _flush_subnormals
+from helpers import Spy, backward_unchecked, float_arrays, spy_on, spying
 
 
 def small_mlp():
@@ -105,3 +108,109 @@ def test_finiteness_check_is_exact(values, bad):
             check_finite(x, "test")
     else:
         check_finite(x, "test")
+
+
+# ---------------------------------------------------------------------- the cnn's image layers
+def small_cnn():
+    """The cnn preset's layer stack (augmentation off), built for 1×28×28 images."""
+    return models.cnn(input_shape=(1, 28, 28), augment=0, seed=0)
+
+
+def cnn_batch(n=8):
+    rng = np.random.default_rng(0)
+    return rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n)
+
+
+def test_cnn_training_step_is_float32_throughout():
+    """No NumPy operation in a cnn training step (every layer forward and backward, the loss)
+    sees or makes a float64, and every activation, cache and gradient is float32."""
+    model = small_cnn()
+    x, y = cnn_batch()
+    for layer in model.layers:
+        spy_on(layer)
+    with spying() as log:
+        h = x.view(Spy)
+        outputs, caches = [], []
+        for layer in model.layers:
+            h = layer.apply(h, True)
+            outputs.append(h)
+            caches += float_arrays(layer.cache)
+        model.loss(np.asarray(h), y)
+        grad = model.loss.backward()
+        grads = []
+        for layer in reversed(model.layers):
+            grad = backward_unchecked(layer, grad, need_input_grad=True)
+            grads.append(grad)
+        found = list(log)
+    assert found == [], sorted(set(found))
+    assert {a.dtype for a in outputs + caches + grads} == {np.dtype(np.float32)}
+    assert {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float32)}
+
+
+def test_image_layers_hand_on_channels_last_views_inside_a_model():
+    """Inside a Sequential, Conv2D's output and the BatchNorm, MaxPool2D and ReLU outputs after
+    it are (N, C, H, W) views of channels-last memory, and their input gradients come back in
+    that layout, so no layer reorders the data; the model returns C-contiguous arrays."""
+    model = small_cnn()
+    x, y = cnn_batch()
+    h, outputs = model.prepare_input(x, "test"), []
+    for layer in model.layers:
+        h = layer.apply(h, True)
+        outputs.append((layer, h))
+    image_outputs = [(layer, out) for layer, out in outputs if out.ndim == 4]
+    assert [type(layer).__name__ for layer, _ in image_outputs] == \
+        ["Conv2D", "BatchNorm", "MaxPool2D", "ReLU"] * 2
+    for layer, out in image_outputs:
+        assert out.transpose(0, 2, 3, 1).flags.c_contiguous, layer.name
+        assert not out.flags.c_contiguous, layer.name
+    model.loss(h, y)
+    grad = model.loss.backward()
+    for i in range(len(model.layers) - 1, 0, -1):
+        grad = model.layers[i].backward(grad)
+        # dL/dx of batchnorm_1 … maxpool2d_2, whose inputs were channels-last (the gradient
+        # from Flatten is C-contiguous; maxpool2d_2 puts it back into its input's layout).
+        if 1 <= i <= 6:
+            assert grad.transpose(0, 2, 3, 1).flags.c_contiguous, model.layers[i].name
+    assert model.forward(x).flags.c_contiguous
+    first = model.layers[0]
+    model.forward(x, training=True)
+    model.loss(model.forward(x, training=True), y)
+    assert model.backward(model.loss.backward()).flags.c_contiguous
+    assert first.contiguous_output is False
+    assert layers.Conv2D(4, 3).contiguous_output is True
+
+
+def count_calls(factory, shape) -> int:
+    """Python and C function calls made by one training forward and backward of the layer
+    ``factory()`` on a batch of ``shape`` (after a first, building, pass)."""
+    layer = factory()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    layer.backward(np.ones_like(layer.forward(x, training=True)))
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        grad_y = np.ones_like(layer.forward(x, training=True))
+        layer.backward(grad_y)
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: layers.Conv2D(4, 5, use_bias=False),
+    lambda: layers.Conv2D(4, 3, padding="same", strides=2),
+    lambda: layers.BatchNorm(),
+    lambda: layers.MaxPool2D(2),
+    lambda: layers.MaxPool2D(3, 2, "same"),
+    lambda: layers.ReLU(),
+], ids=["conv5", "conv3-same-s2", "batchnorm", "maxpool2", "maxpool3-s2-same", "relu"])
+def test_image_layers_make_as_many_calls_for_any_batch_and_image_size(factory):
+    """No Python loop over samples, pixels or channels: a training forward and backward makes
+    the same number of function calls for 2 images of 3×12×12 as for 16 of 3×20×20."""
+    assert count_calls(factory, (2, 3, 12, 12)) == count_calls(factory, (16, 3, 20, 20))

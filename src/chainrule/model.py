@@ -187,6 +187,9 @@ class Sequential:
         self.weight_shapes(self.input_shape)
         shape = self.input_shape
         for layer in self.layers:
+            # Between layers arrays keep the memory layout they were made in (channels-last
+            # after a Conv2D, see layers.layout); forward and backward return C-contiguous ones.
+            layer.contiguous_output = False
             if not layer.built:
                 known = layer.param_shapes(shape) is not None and \
                     layer.buffer_shapes(shape) is not None
@@ -385,7 +388,7 @@ class Sequential:
         x = self.prepare_input(x, "forward")
         if not self.built:
             self.build(x.shape[1:])
-        return self._forward(x, training)
+        return np.ascontiguousarray(self._forward(x, training))
 
     __call__ = forward
 
@@ -404,7 +407,7 @@ class Sequential:
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
-        return grad
+        return None if grad is None else np.ascontiguousarray(grad)
 
     def _min_training_batch(self) -> tuple[int, Layer | None]:
         """(k, layer): the fewest samples a training batch needs and the layer that needs them

@@ -53,6 +53,11 @@ class Layer:
         input_shape / output_shape: per-sample shapes once built.
         cache: what the last training forward kept for backward (``None`` at inference).
         auto_named: True when no name was given: a Sequential then numbers it (``dense_1``).
+        contiguous_output: whether ``apply`` and ``backward`` return C-contiguous arrays (True,
+            NumPy's default order, for a layer on its own). A Sequential sets it False for its
+            layers: image layers then hand on (N, C, H, W) views of the channels-last memory
+            that Conv2D's matrix product makes, instead of reordering them at every layer
+            (see ``layers.layout``).
     """
 
     #: Set by layers that take integer ids (Embedding) instead of floating input.
@@ -75,6 +80,7 @@ class Layer:
         self.cache = None
         self._params: list[Parameter] = []
         self._grad_shape: tuple[int, ...] | None = None
+        self.contiguous_output = True
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape, rng: np.random.Generator | None = None, dtype=None) -> None:
@@ -173,7 +179,7 @@ class Layer:
         """The layer's math on input the caller has already validated, with the cache
         bookkeeping: what ``forward`` runs after its checks, and what a Sequential (or a
         Residual) calls for every layer once it has checked the whole input at its boundary."""
-        y = self._forward(x, training)
+        y = self.laid_out(self._forward(x, training))
         if training:
             self._grad_shape = y.shape
         else:
@@ -222,6 +228,15 @@ class Layer:
         self._grad_shape = None
         self.cache = None
         return grad_x
+
+    def laid_out(self, array: np.ndarray) -> np.ndarray:
+        """``array`` as this layer hands it on: C-contiguous (one copy if it is not) for a
+        layer on its own, as it is inside a Sequential (see ``contiguous_output``). ``apply``
+        passes every output through it; a ``_backward`` whose dL/dx may be a strided view
+        returns it through this too."""
+        if self.contiguous_output and not array.flags.c_contiguous:
+            return np.ascontiguousarray(array)
+        return array
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError

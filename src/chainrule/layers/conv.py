@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .. import initializers
 from ..parameter import Parameter
 from ..validate import boolean, positive_int
+from . import layout
 from .arguments import int_pair, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
@@ -32,7 +33,8 @@ class Conv2D(Layer):
     Backward:  with g = dL/dy and G = g as (N·H′·W′, F):
                dL/dW_mat = X_colᵀ G               (kh·kw·C, F) → W's (F, C, kh, kw)
                dL/db[f] = Σ_{n,i,j} g[n,f,i,j]
-               dL/dX_col = G W_matᵀ              (N·H′·W′, kh·kw·C)
+               dL/dX_col = G W_matᵀ              (N·H′·W′, kh·kw·C); its column block
+                             (u, v) is G W[:, :, u, v]   (N·H′·W′, C)
                dL/dx̃[n, c, s·i + d·u, s·j + d·v] += dL/dX_col[(n,i,j), (u,v,c)]   (col2im)
                dL/dx = dL/dx̃ without the padding
 
@@ -41,7 +43,9 @@ class Conv2D(Layer):
     windows collects the gradient of each (col2im is the adjoint of im2col).
 
     A rank-3 input (N, H, W) is read as one channel, (N, 1, H, W); its gradient has the input's
-    shape. Cache (training only): X_col and the input and padded shapes.
+    shape. Z is y in channels-last memory (row (n,i,j) holds pixel (n,i,j)'s F channels): inside
+    a model y goes on as its (N, F, H′, W′) view, and dL/dx comes back likewise (see
+    ``layers.layout``). Cache (training only): X_col and the input and padded shapes.
 
     Args:
         filters: F, the number of output channels.
@@ -171,39 +175,47 @@ class Conv2D(Layer):
         x_nchw = x[:, None] if x.ndim == 3 else x
         cols, padded_shape, (h_out, w_out) = self._im2col(x_nchw)
         n = x_nchw.shape[0]
-        # One GEMM, computed as Zᵀ = W_matᵀ X_colᵀ (F, N·H′·W′): BLAS reads both transposes in
-        # place, and Zᵀ's (F, N) → (N, F) reorder into NCHW moves whole H′·W′ images, in the
-        # same pass that adds the bias.
-        z = np.matmul(self._kernel_matrix().T, cols.T)
-        z_nfp = z.reshape(self.filters, n, h_out * w_out).transpose(1, 0, 2)
-        y = np.empty((n, self.filters, h_out, w_out), dtype=z.dtype)
-        y_flat = y.reshape(n, self.filters, h_out * w_out)
+        # One GEMM, Z = X_col W_mat (N·H′·W′, F): row (n,i,j) holds the F channels of output
+        # pixel (n,i,j), so Z is y in channels-last memory and y is its (N, F, H′, W′) view,
+        # handed on without a reorder (see layers.layout).
+        z = cols @ self._kernel_matrix()
         if self.use_bias:
-            np.add(z_nfp, self.b.value[:, None], out=y_flat)
-        else:
-            np.copyto(y_flat, z_nfp)
+            z += self.b.value
         if training:
             self.cache = (cols, x.shape, padded_shape)
+        y = layout.images(z, (n, self.filters, h_out, w_out))
         return y
 
     def _im2col(self, x):
         """X_col (N·H′·W′, kh·kw·C) of a (N, C, H, W) batch, the padded shape and (H′, W′).
 
-        The input is first laid out channels-last (N, H̃, W̃, C), zero-padded in the same copy;
-        sliding_window_view over it is a strided view (no copy), and the reshape of its
-        transpose is the one copy that builds X_col. Channels-last puts the C values of a
-        pixel, and the kw taps of a kernel row, next to each other in memory, so that copy (and
-        the sums in col2im) move runs of kw·C values rather than runs of W′ values.
+        The input is read channels-last, (N, H, W, C): a view, which costs nothing when x is
+        in channels-last memory already (the output of a Conv2D, and of the BatchNorm, pooling
+        and activations after it inside a model); with padding, the zero-padded channels-last
+        copy is made in one pass. sliding_window_view over it is a strided view (no copy), and
+        the reshape of its transpose is the one copy that builds X_col. Channels-last puts the
+        C values of a pixel, and the kw taps of a kernel row, next to each other in memory, so
+        that copy (and the sums in col2im) move runs of kw·C values rather than runs of W′.
         """
         n, c, h, w = x.shape
         (top, bottom), (left, right) = self._pads(h, w)
-        xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
-        xp[:, top:top + h, left:left + w] = x.transpose(0, 2, 3, 1)
+        x_nhwc = x.transpose(0, 2, 3, 1)
+        if top or bottom or left or right:
+            xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+            xp[:, top:top + h, left:left + w] = x_nhwc
+        else:
+            xp = x_nhwc
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
         windows = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
         # (N, H′, W′, C, kh, kw): output positions every s pixels, kernel taps every d pixels.
         windows = windows[:, ::sh, ::sw, :, ::dh, ::dw]
         h_out, w_out = windows.shape[1:3]
+        if c == 1 and sw == 1:
+            # One channel: copying X_colᵀ (kh·kw, N·H′·W′) instead moves runs of W′ pixels
+            # of an image row rather than runs of kw; X_col is its transpose, a view that the
+            # products read in place.
+            cols_T = windows.transpose(4, 5, 3, 0, 1, 2).reshape(kh * kw, n * h_out * w_out)
+            return cols_T.T, xp.shape, (h_out, w_out)
         cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
         return cols, xp.shape, (h_out, w_out)
 
@@ -211,41 +223,44 @@ class Conv2D(Layer):
         cols, x_shape, padded_shape = self.cache
         n, f, h_out, w_out = grad_y.shape
         c, (kh, kw) = padded_shape[3], self.kernel_size
-        # Gᵀ (F, N·H′·W′): the one copy of grad_y, whole H′·W′ images at a time. The products
-        # below use Gᵀ and its transpose in place: dL/dW_matᵀ = Gᵀ X_col, dL/dX_col = G W_matᵀ.
-        G_T = np.ascontiguousarray(grad_y.reshape(n, f, -1).transpose(1, 0, 2)).reshape(f, -1)
-        grad_W = (G_T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
+        # G (N·H′·W′, F), the rows of Z: a view of grad_y in channels-last memory (as the
+        # layers after a Conv2D hand it back inside a model), else its one copy.
+        G = layout.pixel_rows(grad_y)
+        grad_W = (cols.T @ G).reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
         self.W.grad = np.ascontiguousarray(grad_W)
         if self.use_bias:
-            self.b.grad = G_T.sum(axis=1)
+            self.b.grad = G.sum(axis=0)
         if not need_input_grad:
             return None
-        grad_cols = np.matmul(G_T.T, self._kernel_matrix().T)
-        grad_x = self._col2im(grad_cols, padded_shape, (n, h_out, w_out), x_shape[-2:])
-        return grad_x.reshape(x_shape)
+        grad_x = self.laid_out(self._col2im(G, padded_shape, (n, h_out, w_out), x_shape[-2:]))
+        return grad_x[:, 0] if len(x_shape) == 3 else grad_x
 
-    def _col2im(self, grad_cols, padded_shape, out_shape, image_size):
-        """dL/dx (N, C, H, W) from dL/dX_col: the adjoint of ``_im2col``, padding cropped.
+    def _col2im(self, G, padded_shape, out_shape, image_size):
+        """dL/dx (N, C, H, W) from G: dL/dX_col = G W_matᵀ put back at the pixels X_col read
+        (the adjoint of ``_im2col``), padding cropped; a view of channels-last memory.
 
-        The loop runs over the kh·kw kernel taps only (at most 25 for a 5×5 kernel): tap (u, v)
-        of every window, for every sample and channel at once, reads the pixels
-        x̃[:, d·u + s·i, d·v + s·j, :] (channels-last), a strided slice. Within one tap the
-        windows read distinct pixels, so a slice ``+=`` adds each gradient once; overlapping
-        windows meet across taps. The crop back to NCHW is the one final copy.
+        Column block (u, v) of dL/dX_col, kernel tap (u, v) of every window, is
+        G W[:, :, u, v] (N·H′·W′, C), and it belongs at the pixels x̃[:, d·u + s·i, d·v + s·j, :]
+        (channels-last), a strided slice. The loop runs over the kh·kw taps only (at most 25
+        for a 5×5 kernel), one product and one slice ``+=`` each, for every sample, pixel and
+        channel at once: the block is added while it is in cache, and the
+        (N·H′·W′, kh·kw·C) matrix dL/dX_col is never formed. Within one tap the windows read
+        distinct pixels, so ``+=`` adds each gradient once; overlapping windows meet across taps.
         """
         n, h_out, w_out = out_shape
         _, hp, wp, c = padded_shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
-        grad = grad_cols.reshape(n, h_out, w_out, kh, kw, c)
-        grad_xp = np.zeros(padded_shape, dtype=grad_cols.dtype)
+        W_taps = np.ascontiguousarray(self.W.value.transpose(2, 3, 0, 1))  # (kh, kw, F, C)
+        block = np.empty((G.shape[0], c), dtype=G.dtype)
+        grad_xp = np.zeros(padded_shape, dtype=G.dtype)
         for u in range(kh):
             rows = slice(dh * u, dh * u + sh * (h_out - 1) + 1, sh)
             for v in range(kw):
                 columns = slice(dw * v, dw * v + sw * (w_out - 1) + 1, sw)
-                grad_xp[:, rows, columns] += grad[:, :, :, u, v]
+                np.matmul(G, W_taps[u, v], out=block)
+                grad_xp[:, rows, columns] += block.reshape(n, h_out, w_out, c)
         (top, bottom), (left, right) = self._pads(*image_size)
-        grad_x = grad_xp[:, top:hp - bottom, left:wp - right].transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(grad_x)
+        return grad_xp[:, top:hp - bottom, left:wp - right].transpose(0, 3, 1, 2)
 
     # ------------------------------------------------------------------ config
     def get_config(self):

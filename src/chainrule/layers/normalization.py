@@ -8,6 +8,7 @@ import numpy as np
 
 from ..parameter import Parameter
 from ..validate import boolean, number
+from . import layout
 from .arguments import received_shape
 from .base import Layer
 
@@ -55,7 +56,10 @@ class BatchNorm(Layer):
         dL/dx = a·g,   dL/dγ = Σ g x̂,   dL/dβ = Σ g,   x̂ = (x − running_mean) / √(running_var + ε)
     A single sample then trains too: nothing is estimated from the batch.
 
-    Cache (training only): x̂ and 1/σ.
+    Computed on pixel rows (N, H·W·C), each pixel's C channels side by side: x itself for
+    (N, C) input, a view for images in channels-last memory (as Conv2D hands them on inside
+    a model, see ``layers.layout``); y and x̂ keep that layout. Cache (training only): x̂ and
+    1/σ.
 
     Args:
         momentum: m in [0, 1], the weight of the current batch in the running statistics.
@@ -129,67 +133,97 @@ class BatchNorm(Layer):
             self.check_size(shape, 0, self.gamma.value.shape[0], "channels on axis 1", received)
 
     def _forward(self, x, training):
-        # Per-channel (C,) vectors as (1, C) or (1, C, 1, 1), to broadcast against x.
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        gamma = self.gamma.value.reshape(shape)
-        beta = self.beta.value.reshape(shape)
+        # The math runs on x as pixel rows (N, P·C) (see ``_pixel_rows``); a per-channel (C,)
+        # vector v enters as tile(v, P), v[c] at every pixel, so that every pass is long.
+        rows, c = _pixel_rows(x), x.shape[1]
+        p = rows.shape[1] // c
         if not training or self.frozen:
             inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            centred = x - self.running_mean.reshape(shape)
+            centred = rows - np.tile(self.running_mean, p)
             if training:
-                self.cache = (centred * inv_std.reshape(shape), inv_std)
-            return centred * (gamma * inv_std.reshape(shape)) + beta
-        m = x.size // x.shape[1]
+                self.cache = (_images(centred * np.tile(inv_std, p), x.shape), inv_std)
+            y = centred
+            y *= np.tile(self.gamma.value * inv_std, p)
+            y += np.tile(self.beta.value, p)
+            return _images(y, x.shape)
+        m = x.size // c
         if m == 1:
             raise ValueError(
                 f"{self.label} needs more than one value per channel when training, got input "
                 f"of shape {x.shape} (the batch variance of one value is 0); use a batch of 2 or "
                 "more"
             )
-        # Channel sums as einsum contractions over a (N, C, M/N) view: no temporary arrays.
-        mean = np.einsum("ncp->c", _per_channel(x)) / float(m)
-        x_hat = x - mean.reshape(shape)
-        centred = _per_channel(x_hat)
-        var = np.einsum("ncp,ncp->c", centred, centred) / float(m)
+        mean = _channel_sums(rows, c) / float(m)
+        x_hat = rows - np.tile(mean, p)
+        var = _channel_dots(x_hat, x_hat, c) / float(m)
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat *= inv_std.reshape(shape)
-        self.cache = (x_hat, inv_std)
+        x_hat *= np.tile(inv_std, p)
+        self.cache = (_images(x_hat, x.shape), inv_std)
         self.running_mean *= 1.0 - self.momentum
         self.running_mean += self.momentum * mean
         self.running_var *= 1.0 - self.momentum
         self.running_var += (self.momentum * m / (m - 1)) * var
-        y = x_hat * gamma
-        y += beta
-        return y
+        y = x_hat * np.tile(self.gamma.value, p)
+        y += np.tile(self.beta.value, p)
+        return _images(y, x.shape)
 
     def _backward(self, grad_y, need_input_grad):
         x_hat, inv_std = self.cache
-        g_channels, x_hat_channels = _per_channel(grad_y), _per_channel(x_hat)
-        sum_g = np.einsum("ncp->c", g_channels)
-        sum_g_xhat = np.einsum("ncp,ncp->c", g_channels, x_hat_channels)
+        x_hat = _pixel_rows(x_hat)
+        g, c = _pixel_rows(grad_y), grad_y.shape[1]
+        p = g.shape[1] // c
+        sum_g = _channel_sums(g, c)
+        sum_g_xhat = _channel_dots(g, x_hat, c)
         self.gamma.grad = sum_g_xhat
         self.beta.grad = sum_g
         if not need_input_grad:
             return None
-        shape = (1, -1) + (1,) * (grad_y.ndim - 2)
         if self.frozen:
-            return grad_y * (self.gamma.value * inv_std).reshape(shape)
-        m = grad_y.size // grad_y.shape[1]
+            grad_x = g * np.tile(self.gamma.value * inv_std, p)
+            return self.laid_out(_images(grad_x, grad_y.shape))
+        m = grad_y.size // c
         # (γ / (M σ)) (M g − Σg − x̂ Σ(g x̂)) = a g − b − c x̂ with per-channel a, b, c.
         scale = self.gamma.value * inv_std / float(m)
-        grad_x = grad_y * (scale * float(m)).reshape(shape)
-        grad_x -= (scale * sum_g).reshape(shape)
-        grad_x -= x_hat * (scale * sum_g_xhat).reshape(shape)
-        return grad_x
+        grad_x = g * np.tile(scale * float(m), p)
+        grad_x -= np.tile(scale * sum_g, p)
+        grad_x -= x_hat * np.tile(scale * sum_g_xhat, p)
+        return self.laid_out(_images(grad_x, grad_y.shape))
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "eps": self.eps,
                 "frozen": self.frozen}
 
 
-def _per_channel(x: np.ndarray) -> np.ndarray:
-    """(N, C, …) as (N, C, M/N) without a copy (x is contiguous), for per-channel sums."""
-    return x.reshape(x.shape[0], x.shape[1], -1)
+def _pixel_rows(x: np.ndarray) -> np.ndarray:
+    """x as pixel rows (N, P·C): row n holds sample n's P pixels (P = H·W, 1 for (N, C)
+    input), each as its C channel values, so channel c of pixel p is column p·C + c.
+
+    x itself for (N, C) input; a view for images in channels-last memory (as a Conv2D hands
+    them on inside a model, see ``layers.layout``), else one copy. A per-channel vector then
+    broadcasts as ``np.tile(v, P)`` along whole rows: NumPy runs one long inner loop per row,
+    where broadcasting a (C,) vector over a (N·P, C) matrix runs N·P loops of only C values.
+    """
+    if x.ndim == 2:
+        return x
+    return layout.pixel_rows(x).reshape(x.shape[0], -1)
+
+
+def _images(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Pixel rows (N, P·C) back as an array of ``shape``: (N, C) itself, or the (N, C, H, W)
+    view of the rows as channels-last memory."""
+    if len(shape) == 2:
+        return rows
+    return layout.images(rows.reshape(-1, shape[1]), shape)
+
+
+def _channel_sums(rows: np.ndarray, c: int) -> np.ndarray:
+    """Σ over samples and pixels, per channel (C,), of pixel rows (N, P·C)."""
+    return np.einsum("np->p", rows).reshape(-1, c).sum(axis=0)
+
+
+def _channel_dots(a: np.ndarray, b: np.ndarray, c: int) -> np.ndarray:
+    """Σ over samples and pixels of a ⊙ b, per channel (C,), with no temporary of a's size."""
+    return np.einsum("np,np->p", a, b).reshape(-1, c).sum(axis=0)
 
 
 class LayerNorm(Layer):

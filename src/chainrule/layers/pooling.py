@@ -85,6 +85,23 @@ class _Pool2D(Layer):
         xp[:, :, top:top + h, left:left + w] = x_nchw
         return xp
 
+    def _tiles(self, x_nchw: np.ndarray) -> list[np.ndarray] | None:
+        """The kh·kw window offsets of x_nchw as strided (N, C, H′, W′) views, offset
+        (u, v) = x[…, kh·i + u, kw·j + v] in row-major order, when the windows tile the image:
+        strides equal to the pool size and no padding (rows or columns left over at the
+        bottom or right belong to no window). None otherwise.
+
+        The views are no copies; in channels-last memory each reads runs of C contiguous
+        values, so an element-wise max or product over them is a pass at memory speed.
+        """
+        h, w = x_nchw.shape[2:]
+        (kh, kw) = self.pool_size
+        if self.strides != self.pool_size or self._pads(h, w) != ((0, 0), (0, 0)):
+            return None
+        h_out, w_out = h // kh, w // kw
+        return [x_nchw[:, :, u:u + kh * h_out:kh, v:v + kw * w_out:kw]
+                for u in range(kh) for v in range(kw)]
+
     def _offsets_first(self, xp: np.ndarray) -> np.ndarray:
         """Every window of xp, offset first: (kh·kw, N, C, H′, W′), entry [u·kw + v, n, c, i, j]
         = x̃[n, c, sh·i + u, sw·j + v].
@@ -150,8 +167,11 @@ class MaxPool2D(_Pool2D):
     value), though its documentation does not promise it.
 
     A rank-3 input (N, H, W) is read as one channel; the output is then (N, H′, W′).
-    Cache (training only): the argmax a (N, C, H′, W′) as small unsigned ints (uint8 for
-    windows of up to 255 pixels) and the input shape.
+    Cache (training only): for windows that tile the image (strides = pool_size, no padding,
+    the cnn preset's 2×2 pooling) x and y themselves, from which backward finds each window's
+    first maximum again (no index; y and dL/dx keep x's memory layout, see ``layers.layout``);
+    otherwise the argmax a (N, C, H′, W′) as small unsigned ints (uint8 for windows of up to
+    255 pixels) and the input shape.
 
     Args:
         pool_size: (kh, kw), or an int for a square window (default 2).
@@ -168,6 +188,15 @@ class MaxPool2D(_Pool2D):
 
     def _forward(self, x, training):
         x_nchw = x[:, None] if x.ndim == 3 else x
+        tiles = self._tiles(x_nchw)
+        if tiles is not None:
+            # Non-overlapping windows: y is the element-wise max of the kh·kw offset views.
+            y = np.maximum(tiles[0], tiles[1]) if len(tiles) > 1 else tiles[0].copy(order="K")
+            for tile in tiles[2:]:
+                np.maximum(y, tile, out=y)
+            if training:
+                self.cache = ("tiles", x_nchw, y)
+            return y[:, 0] if x.ndim == 3 else y
         stacked = self._offsets_first(self._padded(x_nchw))
         y = stacked.max(axis=0)
         if training:
@@ -177,16 +206,44 @@ class MaxPool2D(_Pool2D):
             K = len(stacked)
             rank = np.arange(K, 0, -1, dtype=np.min_scalar_type(K)).reshape(K, 1, 1, 1, 1)
             argmax = K - ((stacked == y) * rank).max(axis=0)
-            self.cache = (argmax, x_nchw.shape)
+            self.cache = ("windows", argmax, x_nchw.shape)
         return y[:, 0] if x.ndim == 3 else y
 
     def _backward(self, grad_y, need_input_grad):
         if not need_input_grad:
             return None
-        argmax, x_shape = self.cache
         grad_nchw = grad_y[:, None] if grad_y.ndim == 3 else grad_y
-        grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (argmax == k))
+        if self.cache[0] == "tiles":
+            grad_x = self.laid_out(self._tiles_backward(grad_nchw, *self.cache[1:]))
+        else:
+            _, argmax, x_shape = self.cache
+            grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (argmax == k))
         return grad_x[:, 0] if grad_y.ndim == 3 else grad_x
+
+    def _tiles_backward(self, grad_nchw, x_nchw, y):
+        """dL/dx for windows that tile the image, without an argmax index.
+
+        The offsets are visited in row-major window order with r, the part of g that no
+        earlier offset has taken (r = g at first): offset k takes r ⊙ [x_k = y] and r loses
+        it, so the first maximum of each window takes all of g and the later ones nothing, as
+        ``np.argmax`` chooses; the last offset takes what is left, since a window whose earlier
+        offsets all fall short of the maximum holds it there. Pixels in no window get 0.
+        """
+        (kh, kw) = self.pool_size
+        covered = x_nchw.shape[2] % kh == 0 and x_nchw.shape[3] % kw == 0
+        grad_x = np.empty_like(x_nchw) if covered else np.zeros_like(x_nchw)
+        grads = self._tiles(grad_x)
+        # r in y's memory layout (the copy reorders g, e.g. NCHW after a Flatten), so that
+        # every pass below walks x, y, r and dL/dx in the same order.
+        remaining = np.empty_like(y)
+        np.copyto(remaining, grad_nchw)
+        taken = np.empty_like(y, dtype=bool)
+        for x_k, grad_k in zip(self._tiles(x_nchw)[:-1], grads[:-1], strict=True):
+            np.equal(x_k, y, out=taken)
+            np.multiply(remaining, taken, out=grad_k)
+            remaining -= grad_k
+        grads[-1][...] = remaining
+        return grad_x
 
 
 class AvgPool2D(_Pool2D):
