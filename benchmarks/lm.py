@@ -1,8 +1,8 @@
 """Validation loss of the language-model presets: chainrule against PyTorch, same recipe.
 
 Usage:
-    flock /work/timing.lock python benchmarks/lm.py [--presets mlp lstm gpt] [--threads 1]
-                                                    [--out runs/bench-lm] [--seed 0]
+    python benchmarks/lm.py [--presets mlp lstm gpt] [--threads 1] [--out runs/bench-lm]
+        [--seed 0]
 
 For each preset, chainrule's figure comes from the default command itself,
 ``chainrule lm train --model PRESET --seed 0 --out OUT/PRESET`` (run in-process, its run folder

@@ -1,6 +1,6 @@
 """``chainrule studio``: training throughput with the page attached, and the update rate.
 
-    flock /work/timing.lock python benchmarks/studio.py [--samples 10000] [--epochs 5]
+    python benchmarks/studio.py [--samples 10000] [--epochs 5]
         [--repeats 3] [--seconds 5] [--no-browser]
 
 Starts the studio in this process (uvicorn on 127.0.0.1 in a thread, as ``chainrule studio``
