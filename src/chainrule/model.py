@@ -779,7 +779,8 @@ class Sequential:
         return model
 
     def save(self, path, include_optimizer: bool = True, metadata: dict | None = None) -> None:
-        """Write architecture, weights (and optimizer state) to ``path`` (.npz), atomically.
+        """Write architecture, weights (and optimizer state) to ``path``, atomically: a
+        ``.safetensors`` path in that format, any other path as an .npz archive.
 
         See :func:`chainrule.serialization.save_model`.
         """
