@@ -19,6 +19,7 @@ from .imageops import (
     noise_sigma,
     opening,
     otsu_threshold,
+    pad_edge,
 )
 
 __all__ = [
@@ -585,7 +586,7 @@ def _background(seg: np.ndarray, Image) -> np.ndarray:
     coarse = _resize(seg, _shrunk(seg.shape, longer_side), Image, Image.Resampling.BOX)
     k = max(1, min(coarse.shape) // 2)
     smooth = box_filter(coarse, max(1, k // 8))
-    background = opening(np.pad(smooth, k, mode="edge"), k)[k:-k, k:-k]
+    background = opening(pad_edge(smooth, k, k), k)[k:-k, k:-k]
     return _resize(background, seg.shape, Image, Image.Resampling.BILINEAR)
 
 
