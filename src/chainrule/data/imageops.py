@@ -56,12 +56,20 @@ def opening(a: np.ndarray, k: int) -> np.ndarray:
     return max_filter(min_filter(a, k), k)
 
 
-def pad_edge(a: np.ndarray, before: int, after: int) -> np.ndarray:
+def pad_edge(a: np.ndarray, before: int, after: int, out: np.ndarray | None = None
+             ) -> np.ndarray:
     """a (H, W) extended by ``before`` rows and columns of its edge values on the top and left
-    and ``after`` on the bottom and right: ``np.pad(a, ((before, after),) * 2, mode="edge")``."""
-    rows = np.clip(np.arange(-before, a.shape[0] + after), 0, a.shape[0] - 1)
-    cols = np.clip(np.arange(-before, a.shape[1] + after), 0, a.shape[1] - 1)
-    return a[rows[:, None], cols]
+    and ``after`` on the bottom and right: ``np.pad(a, ((before, after),) * 2, mode="edge")``,
+    written into ``out`` (H + before + after, W + before + after) when given."""
+    h, w = a.shape
+    if out is None:
+        out = np.empty((h + before + after, w + before + after), dtype=a.dtype)
+    out[before:before + h, before:before + w] = a
+    out[before:before + h, :before] = a[:, :1]
+    out[before:before + h, before + w:] = a[:, -1:]
+    out[:before] = out[before]
+    out[before + h:] = out[before + h - 1]
+    return out
 
 
 def box_filter(a: np.ndarray, k: int) -> np.ndarray:
@@ -69,12 +77,15 @@ def box_filter(a: np.ndarray, k: int) -> np.ndarray:
     if k <= 1:
         return a
     before = k // 2
-    padded = pad_edge(a, before, k - 1 - before)
-    # c[i, j] = the sum of padded[:i, :j]; a row and a column of zeros come first.
-    c = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1))
-    np.cumsum(padded, axis=0, dtype=np.float64, out=c[1:, 1:])
-    np.cumsum(c[1:, 1:], axis=1, out=c[1:, 1:])
     h, w = a.shape
+    # c[i, j] = the sum of padded[:i, :j] (a with its edges repeated, in float64): a row and a
+    # column of zeros come first.
+    c = np.empty((h + k, w + k))
+    c[0] = 0.0
+    c[:, 0] = 0.0
+    pad_edge(a, before, k - 1 - before, out=c[1:, 1:])
+    np.cumsum(c, axis=0, out=c)
+    np.cumsum(c, axis=1, out=c)
     total = c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]
     return (total / float(k * k)).astype(a.dtype)
 

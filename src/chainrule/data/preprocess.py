@@ -516,7 +516,7 @@ def _to_gray(pixels: np.ndarray) -> np.ndarray:
         gray = pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
     else:
         gray = pixels[..., 0]
-    if alpha is None:
+    if alpha is None or float(alpha.min()) == 1.0:  # opaque: nothing shows through
         return gray.astype(np.float32)
     drawn = float(alpha.sum())
     light = float((gray * alpha).sum()) > 0.5 * drawn
@@ -648,9 +648,10 @@ def _select_components(labels: np.ndarray, n: int, residual: np.ndarray,
     h, w = labels.shape
     flat = labels.ravel()
     count = n + 1
-    mass = np.bincount(flat, weights=residual.ravel(), minlength=count)
-    has_strong = np.bincount(flat, weights=strong.ravel(), minlength=count) > 0
     inside = np.flatnonzero(flat)
+    mass = np.bincount(flat[inside], weights=residual.ravel()[inside], minlength=count)
+    has_strong = np.zeros(count, dtype=bool)
+    has_strong[flat[strong.ravel()]] = True
     ys, xs = np.divmod(inside, w)
     top, left = np.full(count, h), np.full(count, w)
     bottom, right = np.full(count, -1), np.full(count, -1)
