@@ -10,8 +10,9 @@ pictures: ``preprocess_digit`` holds the GIL for most of its work (measured on 2
 threads read 0.7 times as many drawings a second as one), so threads cannot spread it over the
 cores and processes can; and a picture that crashes or exhausts a worker leaves the server
 running. Each worker talks to the server over a pipe of its own, read by the event loop
-itself: a ``ProcessPoolExecutor`` (pickled calls, a queue-feeding and a result thread in the
-server) cost about 2.4 ms of CPU a picture more, measured with benchmarks/serve_load.py.
+itself: with a ``ProcessPoolExecutor`` (pickled calls, a queue-feeding and a result thread in
+the server) a drawing took 2.4 ms more CPU than read in the server's own process (2 workers,
+benchmarks/serve_load.py's CPU column).
 Pillow and NumPy only; no web framework is imported here.
 """
 
