@@ -11,7 +11,9 @@ next request when the previous answer is in) after 100 warm-up requests. Latency
 per request at the client. The clients run in this process on the same cores as the server:
 by default they are a minimal asyncio HTTP/1.1 client (a few µs of CPU a request);
 ``--client httpx`` uses httpx.AsyncClient instead (about 1 ms of CPU a request, taken from
-the server). Without ``--model`` it trains the
+the server). The last column is the server's CPU time per request (user + system, from
+/proc, Linux only): its main process, and its picture worker processes together; it depends
+less on other jobs sharing the cores than the latencies do. Without ``--model`` it trains the
 default MLP preset (784-256-256-10) for one epoch on 10,000 MNIST images in a temporary
 folder (the weights do not change the cost of a request). This is a benchmark, not a test.
 
@@ -190,6 +192,29 @@ async def load(base: str, body: bytes, total: int, clients: int, kind: str) -> d
     }
 
 
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(CPU seconds of process ``pid``, of its child processes now alive): user + system time
+    from /proc, or None where there is no /proc (not Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    def children(p: int) -> list[int]:
+        found = []
+        for task in os.listdir(f"/proc/{p}/task"):
+            with open(f"/proc/{p}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        return found + [g for c in found for g in children(c)]
+
+    try:
+        return own(pid), sum(own(c) for c in children(pid))
+    except OSError:
+        return None
+
+
 def response_size(base: str, body: bytes) -> int:
     """Bytes of one answer's body to ``body`` (the same for every request of a scenario)."""
     request = urllib.request.Request(base + "/api/predict", data=body,
@@ -233,8 +258,14 @@ def main() -> None:
                     if name == "pen-up" and not info["neighbours"]["available"]:
                         continue
                     asyncio.run(load(base, body, 100, args.clients, args.client))  # warm-up
+                    before = cpu_seconds(server.pid)
                     results[name] = asyncio.run(
                         load(base, body, args.requests, args.clients, args.client))
+                    after = cpu_seconds(server.pid)
+                    if before and after:
+                        results[name]["cpu_ms"] = [
+                            (b - a) * 1e3 / results[name]["requests"]
+                            for a, b in zip(before, after, strict=True)]
                     results[name]["response_bytes"] = response_size(base, body)
             finally:
                 server.terminate()
@@ -255,12 +286,14 @@ def main() -> None:
               f"gzip ({units[0] / 1000:,.0f} kB of JSON)")
     print(f"{args.requests:,} requests per row from {args.clients} concurrent keep-alive clients "
           "over loopback\n")
-    print("| request | body | response | requests/s | p50 ms | p99 ms | max ms | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| request | body | response | requests/s | p50 ms | p99 ms | max ms | errors | "
+          "server CPU ms/request (main + workers) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        cpu = ("{:.2f} + {:.2f}".format(*r["cpu_ms"]) if "cpu_ms" in r else "n/a")
         print(f"| {name} | {r['bytes'] / 1000:.1f} kB | {r['response_bytes'] / 1000:.1f} kB | "
               f"{r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
-              f"{r['errors']} |")
+              f"{r['errors']} | {cpu} |")
         if r["errors"]:
             print(f"  first error: {r['first_error'][0]}")
 

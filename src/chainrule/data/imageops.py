@@ -2,7 +2,7 @@
 
 NumPy only, no loop over pixels: a min/max filter of width k costs O(log k) whole-array
 operations (van Herk's doubling), components are found by hooking and pointer jumping over the
-edges between neighbouring pixels.
+runs of each row that touch a run of the next.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = [
     "noise_sigma",
     "opening",
     "otsu_threshold",
+    "pad_edge",
 ]
 
 
@@ -55,15 +56,36 @@ def opening(a: np.ndarray, k: int) -> np.ndarray:
     return max_filter(min_filter(a, k), k)
 
 
+def pad_edge(a: np.ndarray, before: int, after: int, out: np.ndarray | None = None
+             ) -> np.ndarray:
+    """a (H, W) extended by ``before`` rows and columns of its edge values on the top and left
+    and ``after`` on the bottom and right: ``np.pad(a, ((before, after),) * 2, mode="edge")``,
+    written into ``out`` (H + before + after, W + before + after) when given."""
+    h, w = a.shape
+    if out is None:
+        out = np.empty((h + before + after, w + before + after), dtype=a.dtype)
+    out[before:before + h, before:before + w] = a
+    out[before:before + h, :before] = a[:, :1]
+    out[before:before + h, before + w:] = a[:, -1:]
+    out[:before] = out[before]
+    out[before + h:] = out[before + h - 1]
+    return out
+
+
 def box_filter(a: np.ndarray, k: int) -> np.ndarray:
     """Mean over the k×k window centred on each pixel (edges repeated), via cumulative sums."""
     if k <= 1:
         return a
     before = k // 2
-    padded = np.pad(a, ((before, k - 1 - before), (before, k - 1 - before)), mode="edge")
-    c = np.cumsum(np.cumsum(padded, axis=0, dtype=np.float64), axis=1)
-    c = np.pad(c, ((1, 0), (1, 0)))
     h, w = a.shape
+    # c[i, j] = the sum of padded[:i, :j] (a with its edges repeated, in float64): a row and a
+    # column of zeros come first.
+    c = np.empty((h + k, w + k))
+    c[0] = 0.0
+    c[:, 0] = 0.0
+    pad_edge(a, before, k - 1 - before, out=c[1:, 1:])
+    np.cumsum(c, axis=0, out=c)
+    np.cumsum(c, axis=1, out=c)
     total = c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]
     return (total / float(k * k)).astype(a.dtype)
 
@@ -113,9 +135,13 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Label the 8-connected components of a bool mask (H, W).
 
-    Every foreground pixel starts as its own tree; each round hooks the larger root of every
-    edge whose two ends still have different roots onto the smaller one, then compresses the
-    trees by pointer jumping (parent ← parent[parent]) until each pixel points at its root.
+    The foreground is cut into runs (maximal horizontal segments of one row). Run i of row r,
+    columns [s_i, e_i], touches run j of row r + 1 (8-connectivity) when s_j ≤ e_i + 1 and
+    e_j ≥ s_i − 1; the runs of a row are sorted and disjoint, so the j that touch i are one
+    consecutive range, found by binary search. Every run starts as its own tree; each round
+    hooks the larger root of every touching pair whose roots still differ onto the smaller
+    one, then compresses the trees by pointer jumping (parent ← parent[parent]) until each run
+    points at its root. A drawing has a few hundred runs where it has thousands of pixels.
 
     Returns:
         (labels, n): int32 (H, W) with 0 for background and 1..n for the components, numbered
@@ -126,23 +152,26 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     labels = np.zeros(h * w, np.int32)
     if flat.size == 0:
         return labels.reshape(h, w), 0
-    index = np.full((h, w), -1, np.int64)
-    index.ravel()[flat] = np.arange(flat.size)
-    ends = []
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        x0, x1 = max(0, -dx), w - max(0, dx)
-        a = index[: h - dy, x0:x1]
-        b = index[dy:, x0 + dx: x1 + dx]
-        both = (a >= 0) & (b >= 0)
-        ends.append((a[both], b[both]))
-    first = np.concatenate([a for a, _ in ends])
-    second = np.concatenate([b for _, b in ends])
-    parent = np.arange(flat.size)
-    while first.size:
-        ra, rb = parent[first], parent[second]
+    new_run = np.ones(flat.size, dtype=bool)
+    new_run[1:] = (flat[1:] != flat[:-1] + 1) | (flat[1:] % w == 0)
+    first = np.flatnonzero(new_run)                       # run i: flat[first[i] : last[i] + 1]
+    last = np.append(first[1:] - 1, flat.size - 1)
+    row, start = np.divmod(flat[first], w)
+    end = flat[last] % w
+    # Keys that sort runs in raster order with a gap of two columns between rows, so that
+    # s_j ≤ e_i + 1 and e_j ≥ s_i − 1 only ever match runs of the row asked for.
+    pitch = w + 2
+    lo = np.searchsorted(row * pitch + end, (row + 1) * pitch + start - 1, side="left")
+    hi = np.searchsorted(row * pitch + start, (row + 1) * pitch + end + 1, side="right")
+    touching = np.maximum(hi - lo, 0)
+    upper = np.repeat(np.arange(first.size), touching)
+    lower = np.arange(upper.size) - np.repeat(np.cumsum(touching) - touching - lo, touching)
+    parent = np.arange(first.size)
+    while upper.size:
+        ra, rb = parent[upper], parent[lower]
         apart = ra != rb
-        first, second, ra, rb = first[apart], second[apart], ra[apart], rb[apart]
-        if not first.size:
+        upper, lower, ra, rb = upper[apart], lower[apart], ra[apart], rb[apart]
+        if not upper.size:
             break
         np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
         while True:
@@ -151,5 +180,5 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
                 break
             parent = jumped
     roots, compact = np.unique(parent, return_inverse=True)
-    labels[flat] = compact.astype(np.int32) + 1
+    labels[flat] = np.repeat(compact.astype(np.int32) + 1, last - first + 1)
     return labels.reshape(h, w), int(roots.size)

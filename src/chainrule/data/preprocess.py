@@ -19,6 +19,7 @@ from .imageops import (
     noise_sigma,
     opening,
     otsu_threshold,
+    pad_edge,
 )
 
 __all__ = [
@@ -515,7 +516,7 @@ def _to_gray(pixels: np.ndarray) -> np.ndarray:
         gray = pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
     else:
         gray = pixels[..., 0]
-    if alpha is None:
+    if alpha is None or float(alpha.min()) == 1.0:  # opaque: nothing shows through
         return gray.astype(np.float32)
     drawn = float(alpha.sum())
     light = float((gray * alpha).sum()) > 0.5 * drawn
@@ -541,7 +542,13 @@ def _ink_is_dark(gray: np.ndarray) -> bool:
     sides = [gray[:width], gray[-width:], gray[:, :width], gray[:, -width:]]
     paper = float(np.median([np.median(side) for side in sides]))
     smooth = box_filter(gray, 3) if min(gray.shape) >= 3 else gray
-    dark, bright = _extreme(paper - smooth), _extreme(smooth - paper)
+    darker, lighter = paper - smooth, smooth - paper
+    if float(darker.max()) <= 0 or float(lighter.max()) <= 0:
+        # Nothing on one side of the paper (a drawing on white): that side's _extreme is
+        # (0, its max ≤ 0), and the comparison below is the two maxima's whatever the other's
+        # regions are, so they need not be found.
+        return float(darker.max()) > float(lighter.max())
+    dark, bright = _extreme(darker), _extreme(lighter)
     if dark[0] == bright[0]:  # e.g. both 0: every stroke lies along a side
         return dark[1] > bright[1]
     return dark[0] > bright[0]
@@ -585,7 +592,7 @@ def _background(seg: np.ndarray, Image) -> np.ndarray:
     coarse = _resize(seg, _shrunk(seg.shape, longer_side), Image, Image.Resampling.BOX)
     k = max(1, min(coarse.shape) // 2)
     smooth = box_filter(coarse, max(1, k // 8))
-    background = opening(np.pad(smooth, k, mode="edge"), k)[k:-k, k:-k]
+    background = opening(pad_edge(smooth, k, k), k)[k:-k, k:-k]
     return _resize(background, seg.shape, Image, Image.Resampling.BILINEAR)
 
 
@@ -593,8 +600,9 @@ def _find_digit(seg: np.ndarray, Image):
     """Steps 5–7 of preprocess_digit on the segmentation copy (ink bright).
 
     Returns:
-        None for a blank picture, else (background, support, strong): the paper's level
-        (H, W) float32, the digit's pixels grown by one (H, W) bool, and its strong pixels.
+        None for a blank picture, else (background, support, strong, sigma): the paper's
+        level (H, W) float32, the digit's pixels grown by one (H, W) bool, its strong pixels,
+        and the noise σ of seg − background.
     """
     background = _background(seg, Image)
     residual = seg - background
@@ -621,7 +629,7 @@ def _find_digit(seg: np.ndarray, Image):
     if not support.any():
         return None
     support = max_filter(support, 3)
-    return background, support, strong & support
+    return background, support, strong & support, sigma
 
 
 def _select_components(labels: np.ndarray, n: int, residual: np.ndarray,
@@ -640,9 +648,10 @@ def _select_components(labels: np.ndarray, n: int, residual: np.ndarray,
     h, w = labels.shape
     flat = labels.ravel()
     count = n + 1
-    mass = np.bincount(flat, weights=residual.ravel(), minlength=count)
-    has_strong = np.bincount(flat, weights=strong.ravel(), minlength=count) > 0
     inside = np.flatnonzero(flat)
+    mass = np.bincount(flat[inside], weights=residual.ravel()[inside], minlength=count)
+    has_strong = np.zeros(count, dtype=bool)
+    has_strong[flat[strong.ravel()]] = True
     ys, xs = np.divmod(inside, w)
     top, left = np.full(count, h), np.full(count, w)
     bottom, right = np.full(count, -1), np.full(count, -1)
@@ -677,10 +686,11 @@ def _select_components(labels: np.ndarray, n: int, residual: np.ndarray,
 
 
 def _normalized_ink(gray: np.ndarray, background: np.ndarray, support: np.ndarray,
-                    strong: np.ndarray) -> np.ndarray:
-    """Step 8 of preprocess_digit at the working resolution: (H, W) float32 in [0, 1]."""
+                    strong: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Step 8 of preprocess_digit at the working resolution: (H, W) float32 in [0, 1].
+    ``sigma``: noise_sigma(gray − background) when the caller has it."""
     ink = gray - background
-    sigma = noise_sigma(ink)
+    sigma = noise_sigma(ink) if sigma is None else sigma
     sigma = sigma if sigma > _ROUNDING else 0.0
     paper = ink[~support]
     floor = (float(np.median(paper)) if paper.size else 0.0) + _FLOOR_SIGMAS * sigma
@@ -797,9 +807,10 @@ def preprocess_digit(image: Any, invert: bool | None = None) -> np.ndarray:
     found = _find_digit(seg, Image)
     if found is None:
         return np.zeros((_FRAME, _FRAME), dtype=np.float32)
-    background, support, strong = found
+    background, support, strong, sigma = found
     if seg.shape != gray.shape:
         background = _resize(background, gray.shape, Image, Image.Resampling.BILINEAR)
         support, strong = (_resize(m.astype(np.float32), gray.shape, Image,
                                    Image.Resampling.NEAREST) > 0.5 for m in (support, strong))
-    return _mnist_frame(_normalized_ink(gray, background, support, strong), Image)
+        sigma = None  # the picture's own noise, not the segmentation copy's
+    return _mnist_frame(_normalized_ink(gray, background, support, strong, sigma), Image)

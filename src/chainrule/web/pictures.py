@@ -6,10 +6,14 @@ width and height from the header alone (no pixel decoded); ``read_digit`` decode
 does. A picture refused for what it is raises :class:`PictureError` (a 422).
 
 ``Readers`` runs ``read_digit`` in worker processes, which is how ``chainrule serve`` reads
-pictures: ``preprocess_digit`` holds the GIL for most of its 2.5 ms a drawing (measured on 2
-cores: two threads read 0.7 times as many drawings a second as one), so threads cannot spread
-it over the cores and processes can; and a picture that crashes or exhausts a worker leaves
-the server running. Pillow and NumPy only; no web framework is imported here.
+pictures: ``preprocess_digit`` holds the GIL for most of its work (measured on 2 cores: two
+threads read 0.7 times as many drawings a second as one), so threads cannot spread it over the
+cores and processes can; and a picture that crashes or exhausts a worker leaves the server
+running. Each worker talks to the server over a pipe of its own, read by the event loop
+itself: with a ``ProcessPoolExecutor`` (pickled calls, a queue-feeding and a result thread in
+the server) a drawing took 2.4 ms more CPU than read in the server's own process (2 workers,
+benchmarks/serve_load.py's CPU column).
+Pillow and NumPy only; no web framework is imported here.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import concurrent.futures
 import io
 import logging
 import multiprocessing
@@ -120,22 +123,21 @@ def read_digit(raw: bytes) -> np.ndarray:
         raise PictureError(f"image: {exc}") from None
 
 
-def _read_in_worker(raw: bytes) -> tuple[str, object]:
-    """read_digit in a worker process: ("digit", x) or ("refused", message) — exceptions of
-    our own types are not sent back through pickle, whose copy would lose their message."""
+def _read_in_worker(raw: bytes) -> bytes:
+    """read_digit in a worker process, as the message sent back: b"d" and the digit's 784
+    float32 values, or b"r" and the refusal's UTF-8 text."""
     try:
-        return "digit", read_digit(raw)
+        return b"d" + read_digit(raw).astype(np.float32).tobytes()
     except PictureError as exc:
-        return "refused", str(exc)
+        return b"r" + str(exc).encode()
     except MemoryError:
-        return "refused", "image: the picture needs more memory than this server has"
+        return b"r" + b"image: the picture needs more memory than this server has"
 
 
 def _worker_start(parent: int) -> None:
     """In each worker: ignore Ctrl-C (it reaches the whole process group, and the server stops
     its workers itself), and exit once the server (pid ``parent``) is gone, even killed (a
-    worker waiting for a picture would not notice: the other workers hold the queue's pipe
-    open)."""
+    worker blocked reading its pipe would not notice while the pipe is open)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -152,13 +154,148 @@ def _warm() -> None:
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAsTj2FAAAAABJRU5ErkJggg=="))
 
 
+def _worker_main(conn, parent: int) -> None:
+    """A worker process: say b"ready" once warm, then answer each picture's bytes with
+    ``_read_in_worker``'s message, one at a time, until the server closes the pipe."""
+    _worker_start(parent)
+    _warm()
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            raw = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(_read_in_worker(raw))
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, context, parent: int):
+        self.conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=_worker_main, args=(child, parent),
+                                       name="chainrule-picture-reader", daemon=True)
+        self.process.start()
+        child.close()
+
+    def wait_ready(self) -> None:
+        """Block until the worker is warm (raises EOFError if it died first)."""
+        if self.conn.recv_bytes() != b"ready":
+            raise EOFError("the picture worker did not start")
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class _Pool:
+    """The running workers: each reads one picture at a time, sent down its pipe; the event
+    loop hears the answer through ``loop.add_reader`` on the pipe (no thread, no pickle)."""
+
+    def __init__(self, processes: int):
+        self._context = multiprocessing.get_context("spawn")
+        workers = [_Worker(self._context, os.getpid()) for _ in range(processes)]
+        for worker in workers:
+            worker.wait_ready()
+        self._processes = {w.process.pid: w.process for w in workers}
+        self._workers = workers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.Queue | None = None
+        self._pending: dict[_Worker, asyncio.Future] = {}
+
+    def _attach(self) -> None:
+        """Start listening on the event loop (the first read; start() ran in a thread)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._idle = asyncio.Queue()
+            for worker in self._workers:
+                self._listen(worker)
+
+    def _listen(self, worker: _Worker) -> None:
+        self._loop.add_reader(worker.conn.fileno(), self._answered, worker)
+        self._idle.put_nowait(worker)
+
+    def _answered(self, worker: _Worker) -> None:
+        try:
+            message = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._lost(worker)
+            return
+        future = self._pending.pop(worker, None)
+        if future is None:  # not asked for anything: nothing to answer
+            return
+        self._idle.put_nowait(worker)
+        if not future.done():  # else its request was cancelled meanwhile
+            future.set_result(message)
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker died: fail its picture, drop it, and start a replacement."""
+        self._loop.remove_reader(worker.conn.fileno())
+        self._workers.remove(worker)
+        self._processes.pop(worker.process.pid, None)
+        worker.conn.close()
+        worker.process.join(timeout=1)
+        future = self._pending.pop(worker, None)
+        if future is not None and not future.done():
+            future.set_exception(WorkerLost(
+                "the worker process reading the picture died (out of memory or a crash); "
+                "the server goes on, send it again"))
+        log.error("chainrule serve: a picture worker process died; starting a new one")
+        self._loop.create_task(self._replace())
+
+    async def _replace(self) -> None:
+        worker = await self._loop.run_in_executor(None, self._started)
+        if self._loop is None:  # closed meanwhile
+            worker.stop()
+            return
+        self._workers.append(worker)
+        self._processes[worker.process.pid] = worker.process
+        self._listen(worker)
+
+    def _started(self) -> _Worker:
+        worker = _Worker(self._context, os.getpid())
+        worker.wait_ready()
+        return worker
+
+    async def read(self, raw: bytes) -> bytes:
+        """``_read_in_worker``'s message for ``raw``, from the next idle worker."""
+        self._attach()
+        while True:
+            worker = await self._idle.get()
+            if worker in self._workers:  # not one that died while idle
+                break
+        future = self._loop.create_future()
+        self._pending[worker] = future
+        try:
+            worker.conn.send_bytes(raw)
+        except OSError:
+            pass  # it died; _answered hears the end of its pipe and fails the future
+        return await future
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        for worker in self._workers:
+            if loop is not None:
+                loop.remove_reader(worker.conn.fileno())
+            worker.stop()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerLost("the server is stopping"))
+        self._workers, self._processes, self._pending = [], {}, {}
+
+
 class Readers:
     """``read_digit`` in ``processes`` worker processes (spawned, so no thread is forked).
 
-    Pictures declaring more than ``limits.INLINE_PIXELS`` pixels (``large=True``) are read one
-    at a time (``large_at_once``), so the others always find a free worker. A worker that dies
-    (killed, out of memory, a crash in a decoder) fails the requests it held with
-    :class:`WorkerLost` and is replaced.
+    Each worker has a pipe to the server: the picture's bytes go down, the digit's 784 float32
+    values (or the refusal's text) come back, and the event loop reads the answer as soon as
+    the pipe is readable. Pictures declaring more than ``limits.INLINE_PIXELS`` pixels
+    (``large=True``) are read one at a time (``large_at_once``), so the others always find a
+    free worker. A worker that dies (killed, out of memory, a crash in a decoder) fails the
+    request it held with :class:`WorkerLost` and is replaced.
 
     Args:
         processes: how many worker processes (at least 1).
@@ -169,27 +306,20 @@ class Readers:
         self.processes = max(1, int(processes))
         self._large = asyncio.Semaphore(large_at_once)
         self._lock = threading.Lock()
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_worker_start, initargs=(os.getpid(),))
-            return self._pool
+        self._pool: _Pool | None = None
 
     def start(self) -> None:
-        """Start every worker now and let each read a picture once (at server start-up)."""
-        pool = self._executor()
-        for future in [pool.submit(_warm) for _ in range(self.processes)]:
-            future.result()
+        """Start every worker now and wait until each has read a picture once (at server
+        start-up; it blocks, so the app runs it in a thread)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = _Pool(self.processes)
 
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
 
     async def read(self, raw: bytes, large: bool = False) -> np.ndarray:
         """The digit of ``raw`` (see ``read_digit``), read in a worker process.
@@ -198,28 +328,16 @@ class Readers:
             PictureError: as read_digit.
             WorkerLost: the worker died while reading it.
         """
+        if self._pool is None:
+            await asyncio.get_running_loop().run_in_executor(None, self.start)
         if large:
             async with self._large:
-                return await self._read(raw)
-        return await self._read(raw)
-
-    async def _read(self, raw: bytes) -> np.ndarray:
-        pool = self._executor()
-        try:
-            # submit raises at once once the pool knows a worker died; the future otherwise.
-            kind, value = await asyncio.wrap_future(pool.submit(_read_in_worker, raw))
-        except concurrent.futures.process.BrokenProcessPool:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
-            log.error("chainrule serve: a worker process died reading a %d-byte picture; "
-                      "starting new ones", len(raw))
-            raise WorkerLost("the worker process reading the picture died (out of memory or "
-                             "a crash); the server goes on, send it again") from None
-        if kind == "refused":
-            raise PictureError(value)
-        return value
+                message = await self._pool.read(raw)
+        else:
+            message = await self._pool.read(raw)
+        if message[:1] == b"r":
+            raise PictureError(message[1:].decode())
+        return np.frombuffer(message, dtype=np.float32, offset=1).reshape(28, 28).copy()
 
 
 class WorkerLost(RuntimeError):
