@@ -9,9 +9,9 @@ The recipe is what `chainrule train --model NAME` runs (``chainrule.models``): t
 network and initialisation (He-normal hidden layers, Glorot-uniform output layer, zero biases),
 Adam at the preset's learning rate, cosine-decayed to 0 per step over the preset's epochs, batch
 128, the preset's dropout and random shifts (``models.DEFAULT_AUGMENT``: up to 1 pixel for the
-mlp, 2 for the cnn), on the same 55,000 training
-images (the last 5,000 are train's validation split, unused here). PyTorch 2.13 runs it with the
-same modules, initialisers, ``torch.optim.Adam`` + ``CosineAnnealingLR`` stepped per batch, the
+mlp, 2 for the cnn), on the same 55,000 training images (the last 5,000 are train's validation
+split, unused here). PyTorch 2.13 runs it with the same modules and initialisers, the same shifts
+written in torch ops, ``torch.optim.Adam`` + ``CosineAnnealingLR`` stepped per batch, the
 same number of threads and the same in-memory arrays (no DataLoader). After every epoch both
 evaluate the 10,000 test images (batches of 1,000, counted in the time) and stop at the bar
 (98.0% mlp, 99.0% cnn) or after the preset's epochs. The clock starts before the model is built.

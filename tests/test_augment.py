@@ -33,6 +33,19 @@ def test_each_sample_is_shifted_by_its_own_offsets(shape):
     assert y.dtype == np.float32
 
 
+def test_batches_of_changing_size_and_dtype_are_each_shifted_alone():
+    """The zero-bordered scratch array is reused: nothing of an earlier batch leaks in."""
+    rng = np.random.default_rng(0)
+    layer = RandomShift(2, seed=3)
+    for shape, dtype in [((6, 5, 7), np.float32), ((3, 5, 7), np.float32),
+                         ((4, 5, 7), np.float64), ((8, 5, 7), np.float32)]:
+        x = rng.standard_normal(shape).astype(dtype) + 10.0
+        y = layer.forward(x, training=True)
+        assert y.dtype == dtype and y.shape == shape
+        for n in range(shape[0]):
+            np.testing.assert_array_equal(y[n], shifted_by_hand(x[n], *layer.cache[n]))
+
+
 def test_backward_is_the_adjoint_shift():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 2, 6, 7))
