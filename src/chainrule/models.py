@@ -134,7 +134,9 @@ def mlp(hidden=DEFAULT_HIDDEN, activation: str = "relu", dropout: float = DEFAUL
     activation variance constant with depth) and Glorot-uniform otherwise. Compiled with
     Adam(2e-3), cosine-decayed over the run when its length is given, on the fused
     cross-entropy. An MLP has no notion of a pixel's neighbours, so a digit moved by one pixel
-    is a new input to it: training on randomly shifted images (``augment``) teaches it that.
+    is a new input to it: training on randomly shifted images (``augment``) teaches it that
+    (over seeds 0–3, 15 epochs reached 98.77–98.90% test accuracy with shifts of up to 1 pixel,
+    98.39–98.58% without).
 
     Args:
         hidden: units of each hidden layer.
