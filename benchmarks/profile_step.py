@@ -30,12 +30,12 @@ def main() -> None:
     batch, steps = args.batch_size, args.steps
     (x, y), _ = load_mnist()
     x, y = x[: batch * (steps + 1)], y[: batch * (steps + 1)]
+    # The networks without their RandomShift, as benchmarks/speed.py compares them with PyTorch.
     if args.model == "cnn":
-        # The network without its RandomShift, as benchmarks/speed.py compares it with PyTorch.
         model = models.cnn(input_shape=(1, 28, 28), augment=0, seed=0)
         x = x.reshape(-1, 1, 28, 28)
     else:
-        model = models.mlp(seed=0)
+        model = models.mlp(augment=0, seed=0)
     times: dict[str, float] = {}
 
     def step(xb, yb) -> None:

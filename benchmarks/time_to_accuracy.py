@@ -8,9 +8,10 @@ Usage:
 The recipe is what `chainrule train --model NAME` runs (``chainrule.models``): the preset's
 network and initialisation (He-normal hidden layers, Glorot-uniform output layer, zero biases),
 Adam at the preset's learning rate, cosine-decayed to 0 per step over the preset's epochs, batch
-128, the preset's dropout and (cnn) random shifts of up to 2 pixels, on the same 55,000 training
-images (the last 5,000 are train's validation split, unused here). PyTorch 2.13 runs it with the
-same modules, initialisers, ``torch.optim.Adam`` + ``CosineAnnealingLR`` stepped per batch, the
+128, the preset's dropout and random shifts (``models.DEFAULT_AUGMENT``: up to 1 pixel for the
+mlp, 2 for the cnn), on the same 55,000 training images (the last 5,000 are train's validation
+split, unused here). PyTorch 2.13 runs it with the same modules and initialisers, the same shifts
+written in torch ops, ``torch.optim.Adam`` + ``CosineAnnealingLR`` stepped per batch, the
 same number of threads and the same in-memory arrays (no DataLoader). After every epoch both
 evaluate the 10,000 test images (batches of 1,000, counted in the time) and stop at the bar
 (98.0% mlp, 99.0% cnn) or after the preset's epochs. The clock starts before the model is built.
@@ -139,9 +140,10 @@ def random_shift(x, max_shift, gen):
 def run_torch(preset, seed, data):
     (x, y), (x_test, y_test) = data
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    x_test = torch.from_numpy(x_test)
-    if preset == "cnn":
-        x, x_test = x[:, None], x_test[:, None]
+    # (N, 1, 28, 28) for both: random_shift moves such images, and the mlp's nn.Flatten
+    # flattens them as chainrule's Flatten flattens (N, 28, 28).
+    x, x_test = x[:, None], torch.from_numpy(x_test)[:, None]
+    shift = models.DEFAULT_AUGMENT[preset]
     epochs = models.DEFAULT_EPOCHS[preset]
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -158,8 +160,8 @@ def run_torch(preset, seed, data):
         for i in range(0, len(x), BATCH):
             idx = perm[i:i + BATCH]
             xb = x[idx]
-            if preset == "cnn" and models.DEFAULT_AUGMENT:
-                xb = random_shift(xb, models.DEFAULT_AUGMENT, gen)
+            if shift:
+                xb = random_shift(xb, shift, gen)
             loss = lossf(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -33,6 +33,18 @@ def test_each_sample_is_shifted_by_its_own_offsets(shape):
     assert y.dtype == np.float32
 
 
+def test_batches_of_changing_size_are_each_shifted_alone():
+    """The zero-bordered scratch array is reused: nothing of an earlier batch leaks in."""
+    rng = np.random.default_rng(0)
+    layer = RandomShift(2, seed=3)
+    for shape in [(6, 5, 7), (3, 5, 7), (8, 5, 7), (2, 5, 7)]:
+        x = rng.standard_normal(shape).astype(np.float32) + 10.0
+        y = layer.forward(x, training=True)
+        assert y.dtype == np.float32 and y.shape == shape
+        for n in range(shape[0]):
+            np.testing.assert_array_equal(y[n], shifted_by_hand(x[n], *layer.cache[n]))
+
+
 def test_backward_is_the_adjoint_shift():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 2, 6, 7))

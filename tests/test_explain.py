@@ -48,7 +48,7 @@ def test_softmax_regression_on_the_lecture_points_gives_a_minus_y():
 
 def test_an_mnist_mlp_names_every_factor_with_its_shape():
     rng = np.random.default_rng(0)
-    model = models.mlp(hidden=(256, 256), dropout=0.0, seed=0)
+    model = models.mlp(hidden=(256, 256), dropout=0.0, augment=0, seed=0)
     report = cr.explain_backward(model, rng.random((8, 28, 28)), rng.integers(0, 10, 8))
     text = str(report)
     for line in ("dL/dW₃ = a₂ᵀ (256×8) · dL/dz₃ (8×10) → (256×10)",

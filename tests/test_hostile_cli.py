@@ -347,8 +347,10 @@ RESUME_CASES = {
                                  ["config.json: 'hidden' must be a non-empty list"]),
     "config-validation-split-above-one": (_edit_config(validation_split=1.5),
                                           ["'validation_split' must be a number in [0, 1)"]),
-    "config-augment-for-an-mlp": (_edit_config(augment=2),
-                                  ["'augment' must be null for model 'mlp', got 2"]),
+    "config-augment-negative": (_edit_config(augment=-1),
+                                ["config.json: 'augment' must be an integer >= 0, got -1"]),
+    "config-hidden-for-a-softmax": (_edit_config(model="softmax"),
+                                    ["'hidden' must be null for model 'softmax', got [16]"]),
     "config-truncated": (_truncate_config, ["config.json is not valid JSON: "]),
     "config-empty": (_write("config.json", ""), ["config.json is empty, not JSON"]),
     "config-an-array": (_write("config.json", "[1, 2]"),
@@ -356,10 +358,10 @@ RESUME_CASES = {
     "config-missing": (_remove_config, ["has a checkpoint.npz but no config.json"]),
     "checkpoint-of-other-hidden-sizes": (
         _edit_config(hidden=[32]),
-        ["checkpoint.npz does not match the run", "layer 2 (Dense) has units=16 vs 32"]),
+        ["checkpoint.npz does not match the run", "layer 3 (Dense) has units=16 vs 32"]),
     "checkpoint-of-another-model": (
-        _edit_config(model="softmax", hidden=None, dropout=None),
-        ["checkpoint.npz does not match the run", "5 layers in the checkpoint, 2 from the "
+        _edit_config(model="softmax", hidden=None, dropout=None, augment=None),
+        ["checkpoint.npz does not match the run", "6 layers in the checkpoint, 2 from the "
          "settings"]),
     "checkpoint-of-another-learning-rate": (
         _edit_config(lr=0.5), ["checkpoint.npz does not match the run",

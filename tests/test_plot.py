@@ -118,7 +118,9 @@ def test_mlp_first_layer_units_and_cnn_filters_as_images(mnist, tmp_path):
     mosaic = fig.axes[0].images[0].get_array()
     # 32 units of 28×28 in an 8-column mosaic with one blank line between tiles.
     assert mosaic.shape == (4 * 29 - 1, 8 * 29 - 1)
-    unit = mlp.layers[1].W.value[:, 9].reshape(28, 28)
+    first_dense = mlp.layers[2]  # after the preset's RandomShift and Flatten
+    assert isinstance(first_dense, layers.Dense)
+    unit = first_dense.W.value[:, 9].reshape(28, 28)
     tile = mosaic[29:57, 29:57]  # unit 9: row 1, column 1
     np.testing.assert_allclose(tile, unit / np.abs(unit).max(), rtol=1e-6)
 

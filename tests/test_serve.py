@@ -344,6 +344,22 @@ def regularised_model() -> Sequential:
     return model
 
 
+def test_a_shifted_mlp_shows_the_hidden_units_and_saliency_of_its_unshifted_twin():
+    """The mlp preset's RandomShift is the identity at inference: the page reads the same
+    hidden units and the same saliency as from the network without it."""
+    shifted = models.mlp(hidden=(64,), seed=0)
+    plain = models.mlp(hidden=(64,), augment=0, seed=0)
+    assert type(shifted.layers[0]).__name__ == "RandomShift"
+    plain.set_weights(shifted.get_weights())
+    (_, _), (x_test, _) = mnist()
+    ours, theirs = Explainer(shifted), Explainer(plain)
+    assert ours.unit_kind == theirs.unit_kind == "hidden"
+    a, b = ours.predict(x_test[3]), theirs.predict(x_test[3])
+    np.testing.assert_array_equal(a["units_output"], b["units_output"])
+    np.testing.assert_array_equal(ours.saliency(x_test[3], a["class"]),
+                                  theirs.saliency(x_test[3], a["class"]))
+
+
 def test_saliency_is_the_gradient_of_the_inference_logit_with_batchnorm_and_dropout():
     model = regularised_model()
     explainer = Explainer(model)

@@ -44,6 +44,32 @@ def test_first_layer_computes_no_input_gradient_during_fit(monkeypatch):
     assert all(need is True and result is not None for _, need, result in others)
 
 
+@pytest.mark.parametrize("preset", ["mlp", "cnn"])
+def test_fit_back_propagates_no_further_than_the_first_layer_with_parameters(preset,
+                                                                             monkeypatch):
+    """The presets' RandomShift (and the mlp's Flatten) have no gradient to assign: the first
+    Dense or Conv2D computes no dL/dx for them, and their backward never runs."""
+    model = models.build(preset, seed=0, input_shape=(28, 28))
+    first = next(i for i, layer in enumerate(model.layers) if layer.parameters())
+    assert first == {"mlp": 2, "cnn": 1}[preset]
+    calls = []
+    for cls in {type(layer) for layer in model.layers}:
+        original = cls._backward
+
+        def spy(self, grad_y, need_input_grad, original=original):
+            calls.append((self.name, need_input_grad))
+            return original(self, grad_y, need_input_grad)
+
+        monkeypatch.setattr(cls, "_backward", spy)
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((8, 28, 28), dtype=np.float32), np.arange(8) % 10, epochs=1,
+              batch_size=8, verbose=0)
+    names = [layer.name for layer in model.layers]
+    assert [name for name, _ in calls] == names[:first - 1:-1]
+    assert dict(calls)[names[first]] is False
+    assert all(need for name, need in calls if name != names[first])
+
+
 def test_dense_skips_the_input_gradient_product(monkeypatch):
     """With need_input_grad=False, Dense does one matmul (dL/dW), not two."""
     dense = layers.Dense(4)

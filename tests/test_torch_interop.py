@@ -73,7 +73,7 @@ def grads_as_chainrule(module, input_shape):
 
 
 TRAINED = {
-    "mlp": lambda: models.mlp(hidden=(16, 12), dropout=0, seed=0),
+    "mlp": lambda: models.mlp(hidden=(16, 12), dropout=0, augment=0, seed=0),
     "cnn": lambda: models.cnn(dropout=0, augment=0, seed=0),
     "convs": lambda: cr.Sequential([
         L.Conv2D(3, 4, strides=2, padding="same", use_bias=False, input_shape=(1, 12, 11)),

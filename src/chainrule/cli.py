@@ -138,7 +138,8 @@ def _new_config(args, run_dir: Path) -> dict:
         "seed": args.seed,
         "validation_split": args.validation_split,
         "hidden": list(args.hidden) if args.model == "mlp" else None,
-        "augment": args.augment if args.model == "cnn" else None,
+        "augment": None if args.model == "softmax" else (
+            args.augment if args.augment is not None else models.DEFAULT_AUGMENT[args.model]),
         "dropout": None if args.model == "softmax" else (
             args.dropout if args.dropout is not None else models.DEFAULT_DROPOUT[args.model]),
     }
@@ -198,7 +199,7 @@ def cmd_train(args) -> int:
     num_classes = check_splits(files, train, test, config["dataset"])
     (x_train, y_train), (x_test, y_test) = train, test
     shift = runs.max_shift(x_train.shape)
-    if config["model"] == "cnn" and config["augment"] > shift:
+    if config["model"] != "softmax" and config["augment"] > shift:
         h, w = x_train.shape[-2:]
         raise CLIError(
             f"argument --augment: must be less than half the image side, at most {shift} for "
@@ -562,11 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=fraction, default=None,
                    help=f"dropout rate in [0, 1): mlp after each hidden layer (default "
                    f"{D['mlp']}), cnn before the output layer (default {D['cnn']})")
-    p.add_argument("--augment", type=non_negative_int, default=models.DEFAULT_AUGMENT,
-                   metavar="PIXELS",
-                   help="cnn: shift training images randomly by up to this many pixels, less "
-                   f"than half the image side (default {models.DEFAULT_AUGMENT}; 0 turns "
-                   "augmentation off)")
+    A = models.DEFAULT_AUGMENT
+    p.add_argument("--augment", type=non_negative_int, default=None, metavar="PIXELS",
+                   help="mlp and cnn: shift training images randomly by up to this many "
+                   f"pixels, less than half the image side (default {A['mlp']} for mlp, "
+                   f"{A['cnn']} for cnn; 0 turns augmentation off)")
     p.add_argument("--validation-split", type=fraction, default=1 / 12,
                    help="fraction of the training set held out, in [0, 1) (default 1/12: 5,000 "
                    "images)")

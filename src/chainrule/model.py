@@ -400,14 +400,19 @@ class Sequential:
     def backward(self, grad_y, need_input_grad: bool = True):
         """Back-propagate dL/doutput through every layer (reverse order), assigning param grads.
 
+        Without ``need_input_grad``, the pass stops at the first layer that has parameters:
+        what lies before it (a RandomShift, a Flatten) has no gradient to assign, so dL/dx of
+        that layer's input is never computed.
+
         Returns:
             dL/dx for the last training forward's input (None if ``need_input_grad`` is False).
         """
         grad = grad_y
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
-        return None if grad is None else np.ascontiguousarray(grad)
+        first = 0 if need_input_grad else next(
+            (i for i, layer in enumerate(self.layers) if layer.parameters()), 0)
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > first)
+        return None if grad is None or not need_input_grad else np.ascontiguousarray(grad)
 
     def _min_training_batch(self) -> tuple[int, Layer | None]:
         """(k, layer): the fewest samples a training batch needs and the layer that needs them

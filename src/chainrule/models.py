@@ -19,7 +19,8 @@ DEFAULT_LR = {"softmax": {"adam": 1e-2, "sgd": 0.5},
               "cnn": {"adam": 1e-3, "sgd": 0.05}}
 DEFAULT_DROPOUT = {"softmax": None, "mlp": 0.2, "cnn": 0.3}
 DEFAULT_HIDDEN = (256, 256)
-DEFAULT_AUGMENT = 2
+# The RandomShift's max_shift in pixels (0: no augmentation).
+DEFAULT_AUGMENT = {"softmax": None, "mlp": 1, "cnn": 2}
 
 
 def default_lr(preset: str, optimizer: str = "adam") -> float:
@@ -71,9 +72,10 @@ def build(preset: str, num_classes: int = 10, input_shape=(28, 28), seed: int | 
         return softmax_regression(**common)
     dropout = DEFAULT_DROPOUT.get(preset) if dropout is None else dropout
     if preset == "mlp":
-        return mlp(hidden=DEFAULT_HIDDEN if hidden is None else hidden, dropout=dropout, **common)
+        return mlp(hidden=DEFAULT_HIDDEN if hidden is None else hidden, dropout=dropout,
+                   augment=augment, **common)
     if preset == "cnn":
-        return cnn(dropout=dropout, augment=DEFAULT_AUGMENT if augment is None else augment,
+        return cnn(dropout=dropout, augment=DEFAULT_AUGMENT["cnn"] if augment is None else augment,
                    **common)
     raise ValueError(f"unknown preset {preset!r}; expected one of {list(PRESETS)}")
 
@@ -121,33 +123,54 @@ def softmax_regression(num_classes: int = 10, input_shape=(28, 28),
 
 
 def mlp(hidden=DEFAULT_HIDDEN, activation: str = "relu", dropout: float = DEFAULT_DROPOUT["mlp"],
-        num_classes: int = 10, input_shape=(28, 28), lr: float = DEFAULT_LR["mlp"]["adam"],
-        epochs: int | None = None, steps_per_epoch: int | None = None,
-        seed: int | None = None, dtype: str = "float32") -> Sequential:
-    """A multi-layer perceptron: Flatten → [Dense(h) → activation (→ Dropout)] × k → Dense(C).
+        num_classes: int = 10, input_shape=(28, 28), augment: int | None = None,
+        lr: float = DEFAULT_LR["mlp"]["adam"], epochs: int | None = None,
+        steps_per_epoch: int | None = None, seed: int | None = None,
+        dtype: str = "float32") -> Sequential:
+    """A multi-layer perceptron:
+    (RandomShift →) Flatten → [Dense(h) → activation (→ Dropout)] × k → Dense(C).
 
     Hidden layers use He-normal initialisation for ReLU-family activations (it keeps the
     activation variance constant with depth) and Glorot-uniform otherwise. Compiled with
     Adam(2e-3), cosine-decayed over the run when its length is given, on the fused
-    cross-entropy (over seeds 0–3, 15 epochs with dropout 0.2 reached 98.39–98.58% test
-    accuracy with 2e-3 and 98.28–98.48% with 1e-3).
+    cross-entropy. An MLP has no notion of a pixel's neighbours, so a digit moved by one pixel
+    is a new input to it: training on randomly shifted images (``augment``) teaches it that
+    (over seeds 0–3, 15 epochs reached 98.77–98.90% test accuracy with shifts of up to 1 pixel,
+    98.39–98.58% without).
 
     Args:
         hidden: units of each hidden layer.
         activation: "relu", "leaky_relu", "tanh" or "sigmoid".
         dropout: rate of a Dropout after each hidden activation (0 disables; 0.2 by default,
             as ``chainrule train --model mlp``).
+        augment: max_shift in pixels of a RandomShift before the Flatten (training only; 0
+            leaves the layer out). None: ``DEFAULT_AUGMENT["mlp"]`` for images (an input_shape
+            (H, W) or (C, H, W)), 0 for vectors.
         num_classes, input_shape, lr, epochs, steps_per_epoch, seed, dtype: as in
             :func:`softmax_regression`.
 
     Returns:
         A built and compiled Sequential.
+
+    Raises:
+        ValueError: for empty or non-positive hidden sizes, or ``augment`` > 0 with an
+            input_shape that is not an image's.
     """
     hidden = tuple(int(h) for h in hidden)
     if not hidden or min(hidden) <= 0:
         raise ValueError(f"mlp: hidden must be a non-empty list of positive sizes, got {hidden}")
+    image = len(tuple(input_shape)) in (2, 3)
+    if augment is None:
+        augment = DEFAULT_AUGMENT["mlp"] if image else 0
+    if augment and not image:
+        raise ValueError(
+            f"mlp: augment shifts images, of input_shape (H, W) or (C, H, W), got input_shape "
+            f"{tuple(input_shape)}; pass augment=0 for vectors"
+        )
     init = "he_normal" if activation in ("relu", "leaky_relu") else "glorot_uniform"
-    stack: list[layers.Layer] = [layers.Flatten(input_shape=input_shape)]
+    stack: list[layers.Layer] = (
+        [layers.RandomShift(augment, input_shape=input_shape), layers.Flatten()] if augment
+        else [layers.Flatten(input_shape=input_shape)])
     for units in hidden:
         stack.append(layers.Dense(units, activation=activation, kernel_initializer=init))
         if dropout:
@@ -158,7 +181,7 @@ def mlp(hidden=DEFAULT_HIDDEN, activation: str = "relu", dropout: float = DEFAUL
 
 
 def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = DEFAULT_DROPOUT["cnn"],
-        augment: int = DEFAULT_AUGMENT, lr: float = DEFAULT_LR["cnn"]["adam"],
+        augment: int = DEFAULT_AUGMENT["cnn"], lr: float = DEFAULT_LR["cnn"]["adam"],
         epochs: int | None = None, steps_per_epoch: int | None = None,
         seed: int | None = None, dtype: str = "float32") -> Sequential:
     """A LeNet-style convolutional network for 28×28 digits, batch-normalised throughout:

@@ -99,7 +99,7 @@ SETTINGS = {
     "seed": (is_non_negative_int, NON_NEGATIVE_INT, None),
     "validation_split": (is_fraction, FRACTION, None),
     "hidden": (is_hidden, HIDDEN, ("mlp",)),
-    "augment": (is_non_negative_int, NON_NEGATIVE_INT, ("cnn",)),
+    "augment": (is_non_negative_int, NON_NEGATIVE_INT, ("mlp", "cnn")),
     "dropout": (is_fraction, FRACTION, ("mlp", "cnn")),
 }
 

@@ -35,6 +35,7 @@ class RandomShift(RandomLayer):
     def __init__(self, max_shift: int = 2, seed: int | None = None, name=None, input_shape=None):
         super().__init__(seed=seed, name=name, input_shape=input_shape)
         self.max_shift = non_negative_int(max_shift, "max_shift", "RandomShift")
+        self._scratch: np.ndarray | None = None
 
     def check_sample_shape(self, shape, batch=None):
         if len(shape) not in (2, 3):
@@ -43,11 +44,28 @@ class RandomShift(RandomLayer):
                 f"of shape {received_shape(shape, batch)}"
             )
 
-    def _shift(self, x, offsets):
-        """x shifted by per-sample (δᵢ, δⱼ) rows of ``offsets``: one padded copy, one gather."""
+    def _padded(self, x):
+        """x inside a border of s zeros on each side of its last two axes.
+
+        Written into a scratch array kept between batches (grown when a batch is larger):
+        only the interior is ever assigned, so the border stays zero.
+        """
         s = self.max_shift
-        pad = [(0, 0)] * (x.ndim - 2) + [(s, s), (s, s)]
-        padded = np.pad(x, pad)
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        shape = (n, *x.shape[1:-2], h + 2 * s, w + 2 * s)
+        scratch = self._scratch
+        if (scratch is None or scratch.dtype != x.dtype or scratch.shape[1:] != shape[1:]
+                or scratch.shape[0] < n):
+            scratch = self._scratch = np.zeros(shape, x.dtype)
+        padded = scratch[:n]
+        padded[..., s:s + h, s:s + w] = x
+        return padded
+
+    def _shift(self, x, offsets):
+        """x shifted by per-sample (δᵢ, δⱼ) rows of ``offsets``: one copy into a zero-bordered
+        array, one gather (which makes a new array, so the scratch can be reused)."""
+        s = self.max_shift
+        padded = self._padded(x)
         h, w = x.shape[-2:]
         # windows[n, …, a, b] is the h×w image window starting at row a, column b of the
         # padded image: window (s − δᵢ, s − δⱼ) is the image shifted by (δᵢ, δⱼ).

@@ -106,7 +106,7 @@ class Explainer:
     def _find_units(model):
         """("templates" | "hidden" | None, the first Dense, the index of the layer to read)."""
         i = 0
-        while i < len(model.layers) and isinstance(model.layers[i], Flatten):
+        while i < len(model.layers) and isinstance(model.layers[i], Flatten | RandomShift):
             i += 1
         if i == len(model.layers) or not isinstance(model.layers[i], Dense):
             return None, None, None
