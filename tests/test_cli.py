@@ -301,12 +301,15 @@ def test_version():
 
 
 # ---------------------------------------------------------------------- resume
-def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, capsys):
+# "legacy": a run folder written before the mlp preset had random shifts says "augment": null
+# in its config.json; it resumes as the run it was, without shifts.
+@pytest.mark.parametrize("legacy", [False, True], ids=["current", "augment-null"])
+def test_interrupted_run_resumes_bit_identically(legacy, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CHAINRULE_DATA", str(DATA_ROOT))
     monkeypatch.chdir(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
     config = ["--model", "mlp", "--hidden", "16", "--dropout", "0.2", "--epochs", "2",
-              "--seed", "3", "--quiet"]
+              "--seed", "3", "--quiet", *(["--augment", "0"] if legacy else [])]
     assert cli.main(["train", *config, "--out", str(a)]) == 0
 
     original = runs.EpochCheckpoint.on_epoch_end
@@ -324,6 +327,10 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, capsys):
     assert (b / "checkpoint.npz").is_file()
     assert not (b / "model.npz").exists()
     assert load_model(b / "checkpoint.npz").metadata["completed_epochs"] == 1
+    if legacy:
+        saved = json.loads((b / "config.json").read_text())
+        assert saved["augment"] == 0
+        (b / "config.json").write_text(json.dumps({**saved, "augment": None}))
 
     assert cli.main(["train", "--resume", "--out", str(b), "--quiet"]) == 0
     assert not (b / "checkpoint.npz").exists()

@@ -281,7 +281,8 @@ class EpochCheckpoint(Callback):
 
 
 def check_config(config, path) -> dict:
-    """``config`` (read from ``path``) if it holds every setting of a run, each as train writes it.
+    """``config`` (read from ``path``) if it holds every setting of a run, each as train writes it
+    (an mlp run's ``"augment": null``, from before the preset had random shifts, reads as 0).
 
     Raises:
         ValueError: naming the file and the first missing or invalid setting.
@@ -290,6 +291,9 @@ def check_config(config, path) -> dict:
         raise ValueError(
             f"{path}: expected a JSON object of run settings, got {type(config).__name__}"
         )
+    if config.get("model") == "mlp" and "augment" in config and config["augment"] is None:
+        # Written before the mlp preset had random shifts: the run trained without them.
+        config = {**config, "augment": 0}
     for name, (check, what, models) in SETTINGS.items():
         if name not in config:
             raise ValueError(f"{path} has no {name!r} setting ({what})")
