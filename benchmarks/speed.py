@@ -222,28 +222,42 @@ def interleaved(fn_a, fn_b, reps):
     return statistics.median(a), statistics.median(b)
 
 
-def gemm_floor(sizes, batch, steps, reps=30):
+def gemm_floor(sizes, batch, steps, rounds=20, repeats=5):
     """Seconds of np.matmul per epoch for exactly the products a training step needs.
 
     Counted per Dense layer (D → M): forward x (B, D) @ W (D, M); weight gradient
     xᵀ (D, B) @ g (B, M); input gradient g (B, M) @ Wᵀ (M, D) for every layer but the first.
     Bias adds, activations, loss and optimizer are not counted: they are the work above the floor.
+
+    The products run as a step runs them: the forward ones layer by layer, then the backward ones
+    from the last layer down; one such round is one step's products. After a warm-up round,
+    ``repeats`` times ``rounds`` rounds are timed, and the floor is the median seconds per round
+    times ``steps``. A round keeps each product's operands as warm as in a real step (the
+    product before it worked on other arrays), where timing one product many times on the same
+    operands would keep all of them hot in cache; the median of several repeats keeps a moment of
+    load on a shared machine out of the figure.
     """
     rng = np.random.default_rng(0)
-    total, flops = 0.0, 0
+    forward, backward, flops = [], [], 0
     for i, (d, m) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         x = rng.standard_normal((batch, d), dtype=np.float32)
         w = rng.standard_normal((d, m), dtype=np.float32)
         g = rng.standard_normal((batch, m), dtype=np.float32)
-        products = [(x, w), (x.T, g)] + ([(g, w.T)] if i > 0 else [])
-        for a, b in products:
-            a @ b
-            start = time.perf_counter()
-            for _ in range(reps):
+        forward.append((x, w))
+        backward[:0] = [(x.T, g)] + ([(g, w.T)] if i > 0 else [])
+    products = forward + backward
+    for a, b in products:
+        flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    for a, b in products:
+        a @ b
+    per_round = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for a, b in products:
                 a @ b
-            total += (time.perf_counter() - start) / reps
-            flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-    return total * steps, flops * steps
+        per_round.append((time.perf_counter() - start) / rounds)
+    return statistics.median(per_round) * steps, flops * steps
 
 
 # Runs `chainrule train …` (argv) in this process, then prints its own peak resident memory.
