@@ -214,3 +214,30 @@ def test_image_layers_make_as_many_calls_for_any_batch_and_image_size(factory):
     """No Python loop over samples, pixels or channels: a training forward and backward makes
     the same number of function calls for 2 images of 3×12×12 as for 16 of 3×20×20."""
     assert count_calls(factory, (2, 3, 12, 12)) == count_calls(factory, (16, 3, 20, 20))
+
+
+def test_fit_checks_the_targets_once_not_every_batch(monkeypatch):
+    model = small_mlp()
+    calls = []
+    real = type(model.loss).check_target
+
+    def spy(self, pred, target):
+        calls.append(np.shape(target))
+        return real(self, pred, target)
+
+    monkeypatch.setattr(type(model.loss), "check_target", spy)
+    rng = np.random.default_rng(0)
+    model.fit(rng.standard_normal((64, 20)), rng.integers(0, 5, 64), epochs=2, batch_size=16,
+              verbose=0)
+    assert calls == [(64,)]
+
+
+def test_a_fit_batch_whose_labels_are_all_ignored_still_fails_clearly():
+    """The whole targets pass the check (some labels are kept) but one batch keeps none."""
+    model = cr.Sequential([layers.Dense(3, input_shape=(4,))], seed=0)
+    model.compile(optimizers.Adam(1e-3), losses.SparseCategoricalCrossEntropy(
+        from_logits=True, ignore_index=-100))
+    y = np.full(8, -100)
+    y[:4] = [0, 1, 2, 0]
+    with pytest.raises(ValueError, match="every label equals ignore_index=-100"):
+        model.fit(np.ones((8, 4), np.float32), y, batch_size=4, shuffle=False, verbose=0)
