@@ -28,9 +28,9 @@ def shifted_exp(z: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray, 
     The largest exponent is exp(0) = 1: nothing overflows, and S ≥ 1. A fused loss takes the
     three at once, to compute its value and later its gradient from one exponential.
     """
-    d = z - np.max(z, axis=axis, keepdims=True)
+    d = z - np.maximum.reduce(z, axis=axis, keepdims=True)
     e = np.exp(d)
-    return d, e, np.sum(e, axis=axis, keepdims=True)
+    return d, e, np.add.reduce(e, axis=axis, keepdims=True)
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:

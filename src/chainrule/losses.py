@@ -356,7 +356,7 @@ class SparseCategoricalCrossEntropy(Loss):
         if self.from_logits:
             # log p[n, yₙ] = dₙ,yₙ − log Sₙ and s = e / S, from one exponential (shifted_exp).
             d, e, total = F.shifted_exp(pred)
-            value = -scale * float(np.sum(d[rows, labels] - np.log(total[rows, 0])))
+            value = -scale * float(np.add.reduce(d[rows, labels] - np.log(total[rows, 0])))
 
             def backward():
                 grad = np.divide(e, total)
