@@ -77,3 +77,9 @@ def test_with_the_kernels_off_or_for_arrays_it_does_not_take_adam_runs_numpy(mon
     assert kernels.adam(strided, *args) is False
     assert kernels.adam(value.astype(np.float16), *args) is False
     assert np.all(value == 1) and np.all(strided == 1)
+
+
+def test_available_says_whether_the_compiled_loop_runs(monkeypatch):
+    assert kernels.available()  # numba is in the test extra
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    assert not kernels.available()

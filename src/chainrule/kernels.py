@@ -57,6 +57,11 @@ def _compiled_adam():
     return _adam_kernel or None
 
 
+def available() -> bool:
+    """Whether the compiled kernels run: ``ENABLED`` and numba installed (imports numba)."""
+    return ENABLED and _compiled_adam() is not None
+
+
 def adam(value, grad, m, v, decay, beta1, beta2, eps_hat, step_size) -> bool:
     """One Adam step in place, in one compiled loop, if numba is there and the arrays allow.
 
