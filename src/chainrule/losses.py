@@ -56,12 +56,7 @@ class Loss:
                 f"{type(self).__name__} expected a non-empty batch of predictions, "
                 f"got shape {pred.shape}"
             )
-        return self.compute_checked(pred, self.check_target(pred, target))
-
-    def compute_checked(self, pred: np.ndarray, target: np.ndarray) -> float:
-        """``loss(pred, target)`` without the per-call checks, for a floating ``pred`` and a
-        ``target`` that ``check_target`` has validated and converted already: ``fit`` checks
-        all of its targets once before training, not every batch. Same value, same backward."""
+        target = self.check_target(pred, target)
         # How many terms the mean averaged: the batch size, unless _compute says otherwise
         # (a sequence loss with ignore_index: the positions kept). fit and evaluate weight
         # each batch's mean by it, so that their mean over batches is the mean over terms.
@@ -322,15 +317,11 @@ class SparseCategoricalCrossEntropy(Loss):
             )
         if self.ignore_index is not None and target.size and bool(
                 np.all(target == self.ignore_index)):
-            raise self._all_ignored()
+            raise ValueError(
+                f"{name}: every label equals ignore_index={self.ignore_index}, so no position "
+                "is left to average over; check the padding of this batch"
+            )
         return target
-
-    def _all_ignored(self) -> ValueError:
-        return ValueError(
-            f"SparseCategoricalCrossEntropy: every label equals ignore_index="
-            f"{self.ignore_index}, so no position is left to average over; check the padding "
-            "of this batch"
-        )
 
     def _compute(self, pred, labels):
         # (N, …, C) as M rows of C classes (a view; for (N, C) input it is pred itself).
@@ -347,8 +338,6 @@ class SparseCategoricalCrossEntropy(Loss):
             rows = np.arange(n)
         else:
             rows = np.flatnonzero(~ignored)
-            if len(rows) == 0:  # a batch of fit, whose targets were checked all at once
-                raise self._all_ignored()
             labels = labels[rows]
             n = len(rows)
         self.last_count = n

@@ -450,19 +450,10 @@ class Sequential:
                 )
         return steps + (1 if last >= fewest else 0)
 
-    def train_step(self, x: np.ndarray, y: np.ndarray,
-                   targets_checked: bool = False) -> tuple[float, np.ndarray]:
-        """One step of gradient descent on a prepared batch; returns (loss, output).
-
-        Args:
-            targets_checked: ``y`` was validated and converted by the loss's ``check_target``
-                already (``fit`` checks all of its targets once): skip the per-batch checks.
-        """
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """One step of gradient descent on a prepared batch; returns (loss, output)."""
         output = self._forward(x, training=True)
-        if targets_checked:
-            loss = self.loss.compute_checked(output, y)
-        else:
-            loss = self.loss(output, y)
+        loss = self.loss(output, y)
         self.backward(self.loss.backward(), need_input_grad=False)
         self.optimizer.step(self._params)
         return loss, output
@@ -537,7 +528,7 @@ class Sequential:
             validation_data = (x_val, y_val)
         if not self.built:
             self.build(x.shape[1:], seed=seed)
-        y = self._check_targets(x, y, "fit")
+        self._check_targets(x, y, "fit")
         if validation_data is not None:
             x_val, y_val = validation_data
             x_val = self.prepare_input(x_val, "fit (validation data)")
@@ -590,7 +581,7 @@ class Sequential:
                 else:
                     idx = order[step * batch_size:(step + 1) * batch_size]
                     xb, yb = x[idx], y[idx]
-                loss, output = self.train_step(xb, yb, targets_checked=True)
+                loss, output = self.train_step(xb, yb)
                 watch.check(loss, epoch, step)
                 nb = len(xb)
                 seen += nb
@@ -618,12 +609,11 @@ class Sequential:
             cb.on_train_end()
         return history
 
-    def _check_targets(self, x: np.ndarray, y: np.ndarray, what: str) -> np.ndarray:
-        """Validate all targets once, as the loss will see them batch by batch; returns them as
-        the loss takes them (cast to the model dtype for a loss on floating targets)."""
+    def _check_targets(self, x: np.ndarray, y: np.ndarray, what: str) -> None:
+        """Validate all targets once, as the loss will see them batch by batch."""
         shape = (len(x),) + tuple(self.output_shape)
         try:
-            return self.loss.check_target(np.broadcast_to(np.zeros((), self.dtype), shape), y)
+            self.loss.check_target(np.broadcast_to(np.zeros((), self.dtype), shape), y)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{what}: {exc}") from None
 
