@@ -5,7 +5,9 @@ Usage:
 
 Runs the preset's training step by hand (the same calls as ``Sequential.train_step``) on real
 MNIST batches of 128 with 2 BLAS threads, timing each part; prints milliseconds per step,
-largest first. This is a benchmark, not a test.
+largest first. ``--numpy-adam`` runs Adam's twelve NumPy passes instead of its compiled loop
+(chainrule.kernels, when numba is installed), to compare the "optimizer" rows. This is a
+benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 
 from threadpoolctl import threadpool_limits
 
-from chainrule import models
+from chainrule import kernels, models
 from chainrule.data import load_mnist
 
 
@@ -25,7 +27,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--numpy-adam", action="store_true",
+                        help="Adam's NumPy passes instead of the compiled loop")
     args = parser.parse_args()
+    kernels.ENABLED = not args.numpy_adam
     threadpool_limits(args.threads)
     batch, steps = args.batch_size, args.steps
     (x, y), _ = load_mnist()
@@ -66,7 +71,8 @@ def main() -> None:
     for i in range(1, steps + 1):
         step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
     total = (time.perf_counter() - start) / steps * 1000
-    print(f"\n{args.model}, batch {batch}: {total:.1f} ms per step ({steps} steps)")
+    adam = "compiled loop" if kernels.available() else "NumPy passes"
+    print(f"\n{args.model}, batch {batch}: {total:.1f} ms per step ({steps} steps; Adam: {adam})")
     print("| part | ms per step | share |")
     print("|---|---|---|")
     for key, seconds in sorted(times.items(), key=lambda kv: -kv[1]):

@@ -5,11 +5,13 @@ Usage:
     python benchmarks/speed.py --lm-only      (the language-model rows alone)
 
 Both frameworks train the same model on the same in-memory MNIST (float32, 60,000 images,
-reshuffled every epoch, no DataLoader) with Adam(1e-3) and the same number of threads; the runs
-interleave (chainrule, torch, chainrule, torch, …) so drift hits both, and each figure is the
-median of ``--reps`` one-epoch runs from a fresh model (the CNN row times ``--cnn-steps``
-batches instead of a full epoch). The GEMM floor is measured after each pair of MLP runs and
-the ratio and "/ floor" columns are medians of the per-run ratios. The language-model rows time
+reshuffled every epoch, no DataLoader) with Adam(1e-3) and the same number of threads, after a
+short warm-up run of each; the runs interleave (chainrule, torch, chainrule, torch, …) so drift
+hits both, and each figure is the median of ``--reps`` one-epoch runs from a fresh model (the
+CNN row times ``--cnn-steps`` batches instead of a full epoch). The GEMM floor (the products of
+a training step, in a step's order, median of five timed repeats: see ``gemm_floor``) is
+measured after each pair of MLP runs and the ratio and "/ floor" columns are medians of the
+per-run ratios. The language-model rows time
 ``--lm-steps`` training steps of each preset of chainrule.models.LM_PRESETS against its torch
 twin (benchmarks/lm_torch.py) on the words of /usr/share/dict/words, in target characters
 (tokens) per second. This is a benchmark, not a test.
@@ -54,6 +56,7 @@ def parse_args():
                         help="training steps timed for the CNN row (an epoch is 469)")
     parser.add_argument("--lm-steps", type=int, default=30,
                         help="training steps timed for each language-model row")
+    parser.add_argument("--skip-lm", action="store_true", help="skip the language-model rows")
     parser.add_argument("--lm-only", action="store_true",
                         help="only the language models' training tokens/s (no MNIST needed)")
     parser.add_argument("--cnn-only", action="store_true",
@@ -222,28 +225,42 @@ def interleaved(fn_a, fn_b, reps):
     return statistics.median(a), statistics.median(b)
 
 
-def gemm_floor(sizes, batch, steps, reps=30):
+def gemm_floor(sizes, batch, steps, rounds=20, repeats=5):
     """Seconds of np.matmul per epoch for exactly the products a training step needs.
 
     Counted per Dense layer (D → M): forward x (B, D) @ W (D, M); weight gradient
     xᵀ (D, B) @ g (B, M); input gradient g (B, M) @ Wᵀ (M, D) for every layer but the first.
     Bias adds, activations, loss and optimizer are not counted: they are the work above the floor.
+
+    The products run as a step runs them: the forward ones layer by layer, then the backward ones
+    from the last layer down; one such round is one step's products. After a warm-up round,
+    ``repeats`` times ``rounds`` rounds are timed, and the floor is the median seconds per round
+    times ``steps``. A round keeps each product's operands as warm as in a real step (the
+    product before it worked on other arrays), where timing one product many times on the same
+    operands would keep all of them hot in cache; the median of several repeats keeps a moment of
+    load on a shared machine out of the figure.
     """
     rng = np.random.default_rng(0)
-    total, flops = 0.0, 0
+    forward, backward, flops = [], [], 0
     for i, (d, m) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         x = rng.standard_normal((batch, d), dtype=np.float32)
         w = rng.standard_normal((d, m), dtype=np.float32)
         g = rng.standard_normal((batch, m), dtype=np.float32)
-        products = [(x, w), (x.T, g)] + ([(g, w.T)] if i > 0 else [])
-        for a, b in products:
-            a @ b
-            start = time.perf_counter()
-            for _ in range(reps):
+        forward.append((x, w))
+        backward[:0] = [(x.T, g)] + ([(g, w.T)] if i > 0 else [])
+    products = forward + backward
+    for a, b in products:
+        flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    for a, b in products:
+        a @ b
+    per_round = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for a, b in products:
                 a @ b
-            total += (time.perf_counter() - start) / reps
-            flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-    return total * steps, flops * steps
+        per_round.append((time.perf_counter() - start) / rounds)
+    return statistics.median(per_round) * steps, flops * steps
 
 
 # Runs `chainrule train …` (argv) in this process, then prints its own peak resident memory.
@@ -385,6 +402,10 @@ def main():
         return
     (x, y), (x_test, y_test) = load_mnist(flatten=True)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    # One short run of each first: imports, chainrule's compiled Adam loop (when numba is
+    # installed; cached on disk after its first compilation), allocators.
+    epoch_chainrule(MLP, x[:1024], y[:1024], 128, 0)
+    epoch_torch(MLP, tx[:1024], ty[:1024], 128, 0)
     rows = []
     for name, sizes, batch in [("MLP 784-256-256-10", MLP, 128), ("MLP 784-256-256-10", MLP, 32),
                                ("MLP 784-256-256-10", MLP, 512),
@@ -455,7 +476,8 @@ def main():
               f"report included): {peak:.0f} MB")
     if not ARGS.skip_rss and not ARGS.skip_cnn:
         print_cnn_memory(x)
-    print_lm_rows(lm_rows(ARGS.lm_steps, ARGS.reps), ARGS.lm_steps)
+    if not ARGS.skip_lm:
+        print_lm_rows(lm_rows(ARGS.lm_steps, ARGS.reps), ARGS.lm_steps)
     if ARGS.blas == "both":
         sys.stdout.flush()
         argv = sys.argv[1:]

@@ -240,3 +240,38 @@ def test_image_layers_make_as_many_calls_for_any_batch_and_image_size(factory):
     """No Python loop over samples, pixels or channels: a training forward and backward makes
     the same number of function calls for 2 images of 3×12×12 as for 16 of 3×20×20."""
     assert count_calls(factory, (2, 3, 12, 12)) == count_calls(factory, (16, 3, 20, 20))
+
+
+def test_a_fit_batch_whose_labels_are_all_ignored_still_fails_clearly():
+    """The whole targets pass the check (some labels are kept) but one batch keeps none."""
+    model = cr.Sequential([layers.Dense(3, input_shape=(4,))], seed=0)
+    model.compile(optimizers.Adam(1e-3), losses.SparseCategoricalCrossEntropy(
+        from_logits=True, ignore_index=-100))
+    y = np.full(8, -100)
+    y[:4] = [0, 1, 2, 0]
+    with pytest.raises(ValueError, match="every label equals ignore_index=-100"):
+        model.fit(np.ones((8, 4), np.float32), y, batch_size=4, shuffle=False, verbose=0)
+
+
+def test_fused_cross_entropy_takes_one_exponential_for_value_and_gradient(monkeypatch):
+    import chainrule.functional as functional_module
+
+    calls = []
+    real_exp = np.exp
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def exp(*args, **kwargs):
+            calls.append(np.shape(args[0]))
+            return real_exp(*args, **kwargs)
+
+    monkeypatch.setattr(functional_module, "np", Counting())
+    loss = losses.SparseCategoricalCrossEntropy(from_logits=True)
+    z = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    loss(z, np.array([0, 1, 2, 3, 0, 1]))
+    grad = loss.backward()
+    assert calls == [(6, 4)]
+    assert grad.dtype == np.float32

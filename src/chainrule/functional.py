@@ -19,16 +19,30 @@ def logsumexp(z: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarr
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
+def shifted_exp(z: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pieces log_softmax and softmax share: with m = max_j z_j along ``axis``,
+
+        d = z − m,   e = exp(d),   S = Σ_j e_j   (keepdims),   so that
+        log softmax(z) = d − log S   and   softmax(z) = e / S.
+
+    The largest exponent is exp(0) = 1: nothing overflows, and S ≥ 1. A fused loss takes the
+    three at once, to compute its value and later its gradient from one exponential.
+    """
+    d = z - np.maximum.reduce(z, axis=axis, keepdims=True)
+    e = np.exp(d)
+    return d, e, np.add.reduce(e, axis=axis, keepdims=True)
+
+
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """log softmax(z) = z − logsumexp(z) along ``axis``; finite for any finite z."""
-    shifted = z - np.max(z, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    d, _, total = shifted_exp(z, axis)
+    return d - np.log(total)
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """softmax(z)_i = exp(z_i − m) / Σ_j exp(z_j − m), m = max_j z_j (same result, no overflow)."""
-    e = np.exp(z - np.max(z, axis=axis, keepdims=True))
-    e /= np.sum(e, axis=axis, keepdims=True)
+    _, e, total = shifted_exp(z, axis)
+    e /= total
     return e
 
 

@@ -343,11 +343,12 @@ class SparseCategoricalCrossEntropy(Loss):
         self.last_count = n
         scale = self._scale(n)
         if self.from_logits:
-            log_p = F.log_softmax(pred)
-            value = -scale * float(np.sum(log_p[rows, labels]))
+            # log p[n, yₙ] = dₙ,yₙ − log Sₙ and s = e / S, from one exponential (shifted_exp).
+            d, e, total = F.shifted_exp(pred)
+            value = -scale * float(np.add.reduce(d[rows, labels] - np.log(total[rows, 0])))
 
             def backward():
-                grad = F.softmax(pred)
+                grad = np.divide(e, total)
                 grad[rows, labels] -= 1.0
                 if ignored is not None:
                     grad[ignored] = 0.0

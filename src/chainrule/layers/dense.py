@@ -117,7 +117,7 @@ class Dense(Layer):
         # fresh assignment, without allocating two parameter-sized arrays per step.
         self.W.grad = np.matmul(x.reshape(-1, W.shape[0]).T, g, out=_buffer(self.W))
         if self.use_bias:
-            self.b.grad = np.sum(g, axis=0, out=_buffer(self.b))
+            self.b.grad = np.add.reduce(g, axis=0, out=_buffer(self.b))
         if not need_input_grad:
             return None
         return grad_y @ W.T
