@@ -5,14 +5,17 @@ Usage:
 
 Runs the preset's training step by hand (the same calls as ``Sequential.train_step``) on real
 MNIST batches of 128 with 2 BLAS threads, timing each part; prints milliseconds per step,
-largest first. ``--numpy-adam`` runs Adam's twelve NumPy passes instead of its compiled loop
-(chainrule.kernels, when numba is installed), to compare the "optimizer" rows. This is a
-benchmark, not a test.
+largest first, and the page faults per step (memory the kernel had to map and zero; see
+``chainrule.allocator``, which ``compile`` applies unless glibc's own variables such as
+``GLIBC_TUNABLES`` are set). ``--numpy-adam`` runs Adam's twelve NumPy passes instead of its
+compiled loop (chainrule.kernels, when numba is installed), to compare the "optimizer" rows.
+This is a benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 from threadpoolctl import threadpool_limits
@@ -67,12 +70,15 @@ def main() -> None:
 
     step(x[:batch], y[:batch])  # warm-up: buffers and optimizer state
     times.clear()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     for i in range(1, steps + 1):
         step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
     total = (time.perf_counter() - start) / steps * 1000
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
     adam = "compiled loop" if kernels.available() else "NumPy passes"
-    print(f"\n{args.model}, batch {batch}: {total:.1f} ms per step ({steps} steps; Adam: {adam})")
+    print(f"\n{args.model}, batch {batch}: {total:.1f} ms per step ({steps} steps; Adam: {adam}), "
+          f"{faults:,.0f} page faults per step")
     print("| part | ms per step | share |")
     print("|---|---|---|")
     for key, seconds in sorted(times.items(), key=lambda kv: -kv[1]):

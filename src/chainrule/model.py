@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from . import functional
+from . import allocator, functional
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
@@ -314,6 +314,9 @@ class Sequential:
     def compile(self, optimizer="adam", loss=None, metrics=None) -> None:
         """Choose the optimizer, the loss and the metrics reported by fit/evaluate.
 
+        A compiled model is about to train: glibc's malloc is then asked to keep the memory a
+        training step frees for the next one (``chainrule.allocator``).
+
         Args:
             optimizer: an Optimizer or a name ("adam", "sgd", "adamw", "rmsprop").
             loss: a Loss or a name ("sparse_categorical_crossentropy", "mse", …).
@@ -340,6 +343,7 @@ class Sequential:
                 "from_logits=False"
             )
         self.metrics = [metrics_mod.get_metric(m) for m in (metrics or [])]
+        allocator.retain_freed_memory()
 
     def _require_compiled(self, what: str) -> None:
         if self.loss is None or self.optimizer is None:

@@ -58,8 +58,9 @@ class BatchNorm(Layer):
 
     Computed on pixel rows (N, H·W·C), each pixel's C channels side by side: x itself for
     (N, C) input, a view for images in channels-last memory (as Conv2D hands them on inside
-    a model, see ``layers.layout``); y and x̂ keep that layout. Cache (training only): x̂ and
-    1/σ.
+    a model, see ``layers.layout``); y keeps that layout. Cache (training only): x − μ (the
+    running mean when frozen) and 1/σ; x̂ = (x − μ)/σ enters backward through per-channel
+    factors, so the forward makes y from x − μ in one product and one sum.
 
     Args:
         momentum: m in [0, 1], the weight of the current batch in the running statistics.
@@ -141,9 +142,11 @@ class BatchNorm(Layer):
             inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
             centred = rows - np.tile(self.running_mean, p)
             if training:
-                self.cache = (_images(centred * np.tile(inv_std, p), x.shape), inv_std)
-            y = centred
-            y *= np.tile(self.gamma.value * inv_std, p)
+                self.cache = (_images(centred, x.shape), inv_std)
+                y = centred * np.tile(self.gamma.value * inv_std, p)
+            else:
+                y = centred
+                y *= np.tile(self.gamma.value * inv_std, p)
             y += np.tile(self.beta.value, p)
             return _images(y, x.shape)
         m = x.size // c
@@ -154,26 +157,28 @@ class BatchNorm(Layer):
                 "more"
             )
         mean = _channel_sums(rows, c) / float(m)
-        x_hat = rows - np.tile(mean, p)
-        var = _channel_dots(x_hat, x_hat, c) / float(m)
+        centred = rows - np.tile(mean, p)
+        var = _channel_dots(centred, centred, c) / float(m)
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat *= np.tile(inv_std, p)
-        self.cache = (_images(x_hat, x.shape), inv_std)
+        self.cache = (_images(centred, x.shape), inv_std)
         self.running_mean *= 1.0 - self.momentum
         self.running_mean += self.momentum * mean
         self.running_var *= 1.0 - self.momentum
         self.running_var += (self.momentum * m / (m - 1)) * var
-        y = x_hat * np.tile(self.gamma.value, p)
+        # y = γ x̂ + β with x̂ = (x − μ)/σ: one product of the centred x by γ/σ, one sum.
+        y = centred * np.tile(self.gamma.value * inv_std, p)
         y += np.tile(self.beta.value, p)
         return _images(y, x.shape)
 
     def _backward(self, grad_y, need_input_grad):
-        x_hat, inv_std = self.cache
-        x_hat = _pixel_rows(x_hat)
+        # The cache holds x − μ and 1/σ (running statistics when frozen): x̂ = (x − μ)·(1/σ)
+        # enters every formula through a per-channel factor, so x̂ itself is never formed.
+        centred, inv_std = self.cache
+        centred = _pixel_rows(centred)
         g, c = _pixel_rows(grad_y), grad_y.shape[1]
         p = g.shape[1] // c
         sum_g = _channel_sums(g, c)
-        sum_g_xhat = _channel_dots(g, x_hat, c)
+        sum_g_xhat = _channel_dots(g, centred, c) * inv_std
         self.gamma.grad = sum_g_xhat
         self.beta.grad = sum_g
         if not need_input_grad:
@@ -182,11 +187,11 @@ class BatchNorm(Layer):
             grad_x = g * np.tile(self.gamma.value * inv_std, p)
             return self.laid_out(_images(grad_x, grad_y.shape))
         m = grad_y.size // c
-        # (γ / (M σ)) (M g − Σg − x̂ Σ(g x̂)) = a g − b − c x̂ with per-channel a, b, c.
+        # (γ / (M σ)) (M g − Σg − x̂ Σ(g x̂)) = a g − b − c (x − μ) with per-channel a, b, c.
         scale = self.gamma.value * inv_std / float(m)
         grad_x = g * np.tile(scale * float(m), p)
         grad_x -= np.tile(scale * sum_g, p)
-        grad_x -= x_hat * np.tile(scale * sum_g_xhat, p)
+        grad_x -= centred * np.tile(scale * sum_g_xhat * inv_std, p)
         return self.laid_out(_images(grad_x, grad_y.shape))
 
     def get_config(self):

@@ -85,22 +85,28 @@ class _Pool2D(Layer):
         xp[:, :, top:top + h, left:left + w] = x_nchw
         return xp
 
-    def _tiles(self, x_nchw: np.ndarray) -> list[np.ndarray] | None:
-        """The kh·kw window offsets of x_nchw as strided (N, C, H′, W′) views, offset
-        (u, v) = x[…, kh·i + u, kw·j + v] in row-major order, when the windows tile the image:
-        strides equal to the pool size and no padding (rows or columns left over at the
-        bottom or right belong to no window). None otherwise.
+    def _tile_rows(self, x_nchw: np.ndarray) -> list[np.ndarray] | None:
+        """The kh window rows of x_nchw as strided (N, C, H′, kw·W′) views when the windows
+        tile the image (strides equal to the pool size, no padding; rows or columns left over
+        at the bottom or right belong to no window), None otherwise: row u holds
+        x[…, kh·i + u, :kw·W′], whose entries v, v + kw, … are window offset (u, v).
 
-        The views are no copies; in channels-last memory each reads runs of C contiguous
-        values, so an element-wise max or product over them is a pass at memory speed.
+        The views are no copies. In channels-last memory a row u is a run of kw·W′·C
+        contiguous values per (sample, window row), so element-wise passes between whole rows
+        (and arrays in y's layout) walk long runs; one offset (u, v) alone is runs of C values.
         """
         h, w = x_nchw.shape[2:]
         (kh, kw) = self.pool_size
         if self.strides != self.pool_size or self._pads(h, w) != ((0, 0), (0, 0)):
             return None
         h_out, w_out = h // kh, w // kw
-        return [x_nchw[:, :, u:u + kh * h_out:kh, v:v + kw * w_out:kw]
-                for u in range(kh) for v in range(kw)]
+        return [x_nchw[:, :, u:u + kh * h_out:kh, :kw * w_out] for u in range(kh)]
+
+    def _row_offsets(self, row: np.ndarray) -> list[np.ndarray]:
+        """The kw window offsets (u, 0), …, (u, kw − 1) of one window row (N, C, H′, kw·W′)
+        from ``_tile_rows``, as strided (N, C, H′, W′) views."""
+        kw = self.pool_size[1]
+        return [row[..., v::kw] for v in range(kw)]
 
     def _offsets_first(self, xp: np.ndarray) -> np.ndarray:
         """Every window of xp, offset first: (kh·kw, N, C, H′, W′), entry [u·kw + v, n, c, i, j]
@@ -168,8 +174,9 @@ class MaxPool2D(_Pool2D):
 
     A rank-3 input (N, H, W) is read as one channel; the output is then (N, H′, W′).
     Cache (training only): for windows that tile the image (strides = pool_size, no padding,
-    the cnn preset's 2×2 pooling) x and y themselves, from which backward finds each window's
-    first maximum again (no index; y and dL/dx keep x's memory layout, see ``layers.layout``);
+    the cnn preset's 2×2 pooling) x, y and the maxima of each window row but the last (for
+    2×2, the top row's), from which backward finds each window's first maximum again (no
+    index; y and dL/dx keep x's memory layout, see ``layers.layout``);
     otherwise the argmax a (N, C, H′, W′) as small unsigned ints (uint8 for windows of up to
     255 pixels) and the input shape.
 
@@ -188,14 +195,14 @@ class MaxPool2D(_Pool2D):
 
     def _forward(self, x, training):
         x_nchw = x[:, None] if x.ndim == 3 else x
-        tiles = self._tiles(x_nchw)
-        if tiles is not None:
-            # Non-overlapping windows: y is the element-wise max of the kh·kw offset views.
-            y = np.maximum(tiles[0], tiles[1]) if len(tiles) > 1 else tiles[0].copy(order="K")
-            for tile in tiles[2:]:
-                np.maximum(y, tile, out=y)
+        rows = self._tile_rows(x_nchw)
+        if rows is not None:
+            # Windows that tile the image: the maximum m_u of each window row's kw offsets,
+            # then y, the maximum of the kh row maxima (long runs, see ``_tile_rows``).
+            row_max = [_maximum(self._row_offsets(row)) for row in rows]
+            y = row_max[0] if len(row_max) == 1 else _maximum(row_max)
             if training:
-                self.cache = ("tiles", x_nchw, y)
+                self.cache = ("tiles", x_nchw, y, row_max[:-1])
             return y[:, 0] if x.ndim == 3 else y
         stacked = self._offsets_first(self._padded(x_nchw))
         y = stacked.max(axis=0)
@@ -220,30 +227,57 @@ class MaxPool2D(_Pool2D):
             grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (argmax == k))
         return grad_x[:, 0] if grad_y.ndim == 3 else grad_x
 
-    def _tiles_backward(self, grad_nchw, x_nchw, y):
+    def _tiles_backward(self, grad_nchw, x_nchw, y, row_max):
         """dL/dx for windows that tile the image, without an argmax index.
 
-        The offsets are visited in row-major window order with r, the part of g that no
-        earlier offset has taken (r = g at first): offset k takes r ⊙ [x_k = y] and r loses
-        it, so the first maximum of each window takes all of g and the later ones nothing, as
-        ``np.argmax`` chooses; the last offset takes what is left, since a window whose earlier
-        offsets all fall short of the maximum holds it there. Pixels in no window get 0.
+        Row-major window order visits the rows u = 0, 1, … of a window and, within a row, its
+        offsets v = 0, 1, …, so the first maximum lies in the first row whose maximum
+        m_u = max_v x[u, v] (``row_max``, kept by the forward for every row but the last)
+        equals y, at the first offset of that row equal to y. g is split by that rule twice.
+        With r the part of g that no earlier row has taken (r = g at first), row u takes
+        g_u = r ⊙ [m_u = y] and r keeps r ⊙ [m_u ≠ y]; the last row takes what is left, since
+        a window whose earlier rows all fall short of the maximum holds it there. Within row
+        u, offset v takes g_u ⊙ [x[u, v] = y] of what no earlier offset of the row took, the
+        last offset the rest. So each window's g goes whole to its first maximum, as
+        ``np.argmax`` chooses, and every part is exactly g or 0. Pixels in no window get 0.
         """
         (kh, kw) = self.pool_size
         covered = x_nchw.shape[2] % kh == 0 and x_nchw.shape[3] % kw == 0
         grad_x = np.empty_like(x_nchw) if covered else np.zeros_like(x_nchw)
-        grads = self._tiles(grad_x)
+        x_rows, grad_rows = self._tile_rows(x_nchw), self._tile_rows(grad_x)
         # r in y's memory layout (the copy reorders g, e.g. NCHW after a Flatten), so that
         # every pass below walks x, y, r and dL/dx in the same order.
         remaining = np.empty_like(y)
         np.copyto(remaining, grad_nchw)
         taken = np.empty_like(y, dtype=bool)
-        for x_k, grad_k in zip(self._tiles(x_nchw)[:-1], grads[:-1], strict=True):
-            np.equal(x_k, y, out=taken)
-            np.multiply(remaining, taken, out=grad_k)
-            remaining -= grad_k
-        grads[-1][...] = remaining
+        for u in range(kh):
+            if u < kh - 1:
+                np.equal(row_max[u], y, out=taken)
+                g_u = remaining * taken
+                remaining *= np.logical_not(taken, out=taken)
+            else:
+                g_u = remaining
+            x_u, grad_u = self._row_offsets(x_rows[u]), self._row_offsets(grad_rows[u])
+            for v in range(kw - 1):
+                np.equal(x_u[v], y, out=taken)
+                np.multiply(g_u, taken, out=grad_u[v])
+                np.logical_not(taken, out=taken)
+                if v < kw - 2:
+                    g_u *= taken
+                else:
+                    np.multiply(g_u, taken, out=grad_u[v + 1])
+            if kw == 1:
+                grad_u[0][...] = g_u
         return grad_x
+
+
+def _maximum(arrays: list[np.ndarray]) -> np.ndarray:
+    """The element-wise maximum of equally shaped arrays, a new array in the memory order of
+    the first (a copy of it when it is the only one)."""
+    out = np.maximum(arrays[0], arrays[1]) if len(arrays) > 1 else arrays[0].copy(order="K")
+    for a in arrays[2:]:
+        np.maximum(out, a, out=out)
+    return out
 
 
 class AvgPool2D(_Pool2D):
