@@ -4,6 +4,7 @@ One small MLP trained on real MNIST (serve_helpers.trained_run) serves every end
 softmax regression and a float64 model with BatchNorm and Dropout check the explanations.
 """
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -30,6 +31,7 @@ from chainrule.web import create_app
 from chainrule.web.explain import Explainer
 from chainrule.web.limits import INLINE_PIXELS
 from chainrule.web.neighbours import Neighbours
+from chainrule.web.pictures import Readers, WorkerLost
 from serve_helpers import (
     DATA_ROOT,
     data_url,
@@ -239,6 +241,37 @@ def test_a_dead_picture_worker_is_replaced(model):
             assert "died" in r.json()["detail"]
             r = post(c, good)
         assert r.status_code == 200 and r.json()["class"] == 1
+
+
+def test_when_no_picture_worker_can_be_restarted_reads_fail_instead_of_waiting(monkeypatch):
+    raw = drawn_one()
+    readers = Readers(1)
+    readers.start()
+    pool = readers._pool
+
+    def cannot_start():
+        raise OSError("fork: Resource temporarily unavailable")
+
+    monkeypatch.setattr(pool, "_started", cannot_start)
+
+    async def scenario():
+        await readers.read(raw)
+        for worker in list(pool._processes.values()):
+            worker.kill()
+            worker.join()
+        failures = []
+        for _ in range(3):  # a read that waited for a worker would time out here instead
+            with pytest.raises(WorkerLost) as caught:
+                await asyncio.wait_for(readers.read(raw), timeout=30)
+            failures.append(str(caught.value))
+        return failures
+
+    try:
+        failures = asyncio.run(scenario())
+    finally:
+        readers.close()
+    assert "died" in failures[0] or "no picture worker is running" in failures[0]
+    assert all("no picture worker is running" in f for f in failures[1:]), failures
 
 
 def test_a_blank_drawing_is_empty(client):

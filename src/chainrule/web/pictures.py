@@ -205,6 +205,7 @@ class _Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Queue | None = None
         self._pending: dict[_Worker, asyncio.Future] = {}
+        self._starting = 0  # replacements being started
 
     def _attach(self) -> None:
         """Start listening on the event loop (the first read; start() ran in a thread)."""
@@ -247,9 +248,21 @@ class _Pool:
         self._loop.create_task(self._replace())
 
     async def _replace(self) -> None:
-        worker = await self._loop.run_in_executor(None, self._started)
+        self._starting += 1
+        try:
+            worker = await self._loop.run_in_executor(None, self._started)
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it, the pool goes on without
+            log.error("chainrule serve: a new picture worker did not start: %s", exc)
+            worker = None
+        finally:
+            self._starting -= 1
         if self._loop is None:  # closed meanwhile
-            worker.stop()
+            if worker is not None:
+                worker.stop()
+            return
+        if worker is None:
+            if not self._workers and not self._starting:
+                self._idle.put_nowait(None)  # wakes a read() waiting for a worker, to fail
             return
         self._workers.append(worker)
         self._processes[worker.process.pid] = worker.process
@@ -264,8 +277,13 @@ class _Pool:
         """``_read_in_worker``'s message for ``raw``, from the next idle worker."""
         self._attach()
         while True:
+            if not self._workers and not self._starting:
+                raise WorkerLost("no picture worker is running (a new one did not start; see "
+                                 "the server's log); restart the server")
             worker = await self._idle.get()
-            if worker in self._workers:  # not one that died while idle
+            if worker is None:  # no worker left: wake the next waiter too, then fail
+                self._idle.put_nowait(None)
+            elif worker in self._workers:  # not one that died while idle
                 break
         future = self._loop.create_future()
         self._pending[worker] = future
