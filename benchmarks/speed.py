@@ -80,7 +80,7 @@ import torch  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import chainrule as cr  # noqa: E402
-from chainrule import layers, losses, optimizers  # noqa: E402
+from chainrule import kernels, layers, losses, optimizers  # noqa: E402
 from chainrule.data import load_mnist  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
@@ -263,11 +263,15 @@ def gemm_floor(sizes, batch, steps, rounds=20, repeats=5):
     return statistics.median(per_round) * steps, flops * steps
 
 
-# Runs `chainrule train …` (argv) in this process, then prints its own peak resident memory.
+# Runs `chainrule train …` (argv) in this process, then prints its own peak resident memory;
+# a first argument "numpy-adam" keeps numba out (Adam's NumPy passes, chainrule.kernels off).
 _TRAIN_AND_REPORT_PEAK = """
 import sys
+import chainrule.kernels
 from chainrule.cli import main
-code = main(sys.argv[1:])
+if sys.argv[1] == "numpy-adam":
+    chainrule.kernels.ENABLED = False
+code = main(sys.argv[2:])
 with open("/proc/self/status") as f:
     peak = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
 print(f"VmHWM {peak}", file=sys.stderr)
@@ -275,13 +279,15 @@ sys.exit(code)
 """
 
 
-def peak_rss_mb(model: str, *extra: str) -> float:
+def peak_rss_mb(model: str, *extra: str, numpy_adam: bool = False) -> float:
     """Peak RSS of `chainrule train --model MODEL --epochs 1 EXTRA…` (report included unless
     EXTRA says --no-report) on full MNIST, in a fresh process, as the process's own VmHWM
-    (Linux), in MB."""
+    (Linux), in MB; with ``numpy_adam``, Adam's NumPy passes instead of the compiled loop (so
+    numba, and the LLVM it loads, stay out of the process)."""
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
-            [sys.executable, "-c", _TRAIN_AND_REPORT_PEAK, "train", "--model", model,
+            [sys.executable, "-c", _TRAIN_AND_REPORT_PEAK,
+             "numpy-adam" if numpy_adam else "kernels", "train", "--model", model,
              "--epochs", "1", "--quiet", *extra, "--out", os.path.join(tmp, "run")],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
@@ -444,7 +450,9 @@ def main():
         return time.perf_counter() - start
 
     inf_ours, inf_torch = interleaved(infer_ours, infer_torch, max(ARGS.reps, 5))
-    rss = {} if ARGS.skip_rss else {m: peak_rss_mb(m) for m in ARGS.rss_models.split(",")}
+    rss = {} if ARGS.skip_rss else {
+        (m, numpy_adam): peak_rss_mb(m, numpy_adam=numpy_adam)
+        for m in ARGS.rss_models.split(",") for numpy_adam in (False, True)}
 
     blas = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')} kernels)"
             for d in threadpool_info() if d.get("user_api") == "blas"]
@@ -471,9 +479,11 @@ def main():
     print("|---|---|---|---|")
     print(f"| MLP 784-256-256-10 | {len(x_test) / inf_ours:,.0f} | "
           f"{len(x_test) / inf_torch:,.0f} | {inf_torch / inf_ours:.2f} |")
-    for model_name, peak in rss.items():
+    for (model_name, numpy_adam), peak in rss.items():
+        adam = "Adam's NumPy passes, no numba" if numpy_adam else (
+            "Adam's compiled loop" if kernels.available() else "Adam's NumPy passes")
         print(f"\npeak RSS of `chainrule train --model {model_name} --epochs 1` (full MNIST, "
-              f"report included): {peak:.0f} MB")
+              f"report included; {adam}): {peak:.0f} MB")
     if not ARGS.skip_rss and not ARGS.skip_cnn:
         print_cnn_memory(x)
     if not ARGS.skip_lm:
