@@ -70,26 +70,32 @@ def test_fit_back_propagates_no_further_than_the_first_layer_with_parameters(pre
     assert all(need for name, need in calls if name != names[first])
 
 
+def counting_numpy(function: str, calls: list):
+    """A stand-in for the numpy module in which each call of ``function`` appends the shape of
+    its first argument to ``calls``; everything else is numpy's own."""
+    real = getattr(np, function)
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    def counted(*args, **kwargs):
+        calls.append(np.shape(args[0]))
+        return real(*args, **kwargs)
+
+    setattr(Counting, function, staticmethod(counted))
+    return Counting()
+
+
 def test_dense_skips_the_input_gradient_product(monkeypatch):
     """With need_input_grad=False, Dense does one matmul (dL/dW), not two."""
     dense = layers.Dense(4)
     x = np.ones((3, 5), np.float32)
     dense.forward(x, training=True)
     products = []
-    real_matmul = np.matmul
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(np, name)
-
-        @staticmethod
-        def matmul(*args, **kwargs):
-            products.append(args[0].shape)
-            return real_matmul(*args, **kwargs)
-
     import chainrule.layers.dense as dense_module
 
-    monkeypatch.setattr(dense_module, "np", Counting())
+    monkeypatch.setattr(dense_module, "np", counting_numpy("matmul", products))
     assert dense.backward(np.ones((3, 4), np.float32), need_input_grad=False) is None
     assert products == [(5, 3)]  # only xᵀ g
 
@@ -257,18 +263,7 @@ def test_fused_cross_entropy_takes_one_exponential_for_value_and_gradient(monkey
     import chainrule.functional as functional_module
 
     calls = []
-    real_exp = np.exp
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(np, name)
-
-        @staticmethod
-        def exp(*args, **kwargs):
-            calls.append(np.shape(args[0]))
-            return real_exp(*args, **kwargs)
-
-    monkeypatch.setattr(functional_module, "np", Counting())
+    monkeypatch.setattr(functional_module, "np", counting_numpy("exp", calls))
     loss = losses.SparseCategoricalCrossEntropy(from_logits=True)
     z = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     loss(z, np.array([0, 1, 2, 3, 0, 1]))
