@@ -40,16 +40,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from chainrule import cli, exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(
     os.environ.get("CHAINRULE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 #: Pictures each notebook shows (as tests/test_notebooks.py counts them).
 NOTEBOOK_IMAGES = {"01_softmax_regression": 3, "02_mlp_mnist": 6, "03_gradient_checking": 0}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -323,8 +320,7 @@ def served(site):
 
 
 def test_every_page_in_chromium(site, served, tmp_path):
-    if not CHROMIUM.exists():  # .ci/run installs Debian's chromium; never download one
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     pages = sorted("" if p.parent == site else p.parent.relative_to(site).as_posix()

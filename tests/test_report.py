@@ -18,16 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS
 from chainrule import cli, load_model, metrics, models, report
 from chainrule.data import load_mnist
 
 DATA_ROOT = Path(
     os.environ.get("CHAINRULE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 SECTIONS = ["Final metrics", "Learning curves", "Test set", "Most confidently wrong test digits",
             "First-layer weights", "Configuration", "Model", "Run"]
 
@@ -124,7 +121,7 @@ def test_report_opens_in_headless_chromium_with_no_request_and_no_error(run, tmp
     url = (run / "report.html").resolve().as_uri()
     requests, errors = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("request", lambda r: requests.append(r.url))

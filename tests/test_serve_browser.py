@@ -7,11 +7,11 @@ no other host for anything.
 """
 
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from chainrule import models
 from chainrule.web import create_app
 from serve_helpers import (
@@ -22,13 +22,7 @@ from serve_helpers import (
     trained_run,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-
-if not CHROMIUM.exists():  # .ci/run installs Debian's chromium; never download one
-    pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+require_chromium()
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 

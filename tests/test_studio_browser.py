@@ -7,22 +7,16 @@ phone viewport.
 """
 
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from chainrule.web.studio import create_studio_app
 from serve_helpers import DATA_ROOT, one_blas_thread, running_server  # noqa: F401
 from studio_helpers import TWO_BLOBS_CSV
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-
-if not CHROMIUM.exists():  # .ci/run installs Debian's chromium; never download one
-    pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+require_chromium()
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 

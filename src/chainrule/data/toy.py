@@ -27,6 +27,11 @@ def _class_sizes(n_samples: int, classes: int) -> np.ndarray:
     return sizes
 
 
+def _grouped_labels(n_samples: int, classes: int) -> np.ndarray:
+    """(N,) class indices 0, 0, …, 1, 1, …: ``_class_sizes`` of each, in class order."""
+    return np.repeat(np.arange(classes), _class_sizes(n_samples, classes))
+
+
 def _finish(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, shuffle: bool):
     if shuffle:
         order = rng.permutation(len(y))
@@ -76,9 +81,8 @@ def make_blobs(
             raise ValueError(
                 f"expected centers as an int or an array of shape (C, 2), got shape {means.shape}"
             )
-    sizes = _class_sizes(n_samples, len(means))
+    y = _grouped_labels(n_samples, len(means))
     rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(len(means)), sizes)
     x = means[y] + std * rng.standard_normal((n_samples, 2))
     return _finish(x, y, rng, shuffle)
 
@@ -134,9 +138,8 @@ def make_xor(
         x: (N, 2) float32; y: (N,) int64 in {0, 1}.
     """
     corners = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-    sizes = _class_sizes(n_samples, 4)
+    corner = _grouped_labels(n_samples, 4)
     rng = np.random.default_rng(seed)
-    corner = np.repeat(np.arange(4), sizes)
     x = corners[corner] + noise * rng.standard_normal((n_samples, 2))
     y = (corners[corner, 0] != corners[corner, 1]).astype(np.int64)
     return _finish(x, y, rng, shuffle)
@@ -164,9 +167,8 @@ def make_circles(
     Returns:
         x: (N, 2) float32, within about [-1, 1]; y: (N,) int64 ring index in [0, C).
     """
-    sizes = _class_sizes(n_samples, classes)
+    y = _grouped_labels(n_samples, classes)
     rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(classes), sizes)
     radius = (y + 1.0) / classes
     t = rng.uniform(0.0, 2.0 * math.pi, n_samples)
     x = radius[:, None] * np.stack([np.cos(t), np.sin(t)], axis=1)
@@ -197,9 +199,8 @@ def make_moons(
     Returns:
         x: (N, 2) float32; y: (N,) int64 moon index in [0, C).
     """
-    sizes = _class_sizes(n_samples, classes)
+    y = _grouped_labels(n_samples, classes)
     rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(classes), sizes)
     t = rng.uniform(0.0, math.pi, n_samples)
     sign = np.where(y % 2 == 0, 1.0, -1.0)
     x = np.stack([y + sign * np.cos(t), sign * np.sin(t) + 0.5 * (y % 2)], axis=1)

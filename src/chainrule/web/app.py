@@ -490,16 +490,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, data_dir=None,
         import uvicorn
     except ImportError as exc:
         raise ImportError(f"{WEB_HINT} ({exc})") from exc
-    for name in allowed_hosts:
-        try:
-            limits.parse_host(name)
-        except ValueError as exc:
-            raise ValueError(f"argument --allowed-host: {exc}") from None
-    names = [*allowed_hosts]
-    try:
-        names.append(f"{limits.parse_host(host)[0]}")  # the bound address, on its port
-    except ValueError:
-        pass  # not a name a Host header can carry; uvicorn says what is wrong with it
+    names = limits.answered_hosts(allowed_hosts, host)
     _one_blas_thread()
     app = create_app(model, data_dir=data_dir, allowed_hosts=names, processes=picture_workers)
     shown = f"[{host}]" if ":" in host else host

@@ -185,6 +185,28 @@ def parse_host(text: str) -> tuple[str, int | None]:
     return match.group(1), port
 
 
+def answered_hosts(allowed_hosts, host: str) -> list[str]:
+    """The Host names a server bound to ``host`` answers besides LOCAL_HOSTS: every
+    ``--allowed-host`` value, and the bound address itself when a Host header can carry it
+    (otherwise uvicorn says what is wrong with it).
+
+    Raises:
+        ValueError: an allowed host that is not a host name or address (see ``parse_host``).
+    """
+    names = []
+    for name in allowed_hosts:
+        try:
+            parse_host(name)
+        except ValueError as exc:
+            raise ValueError(f"argument --allowed-host: {exc}") from None
+        names.append(name)
+    try:
+        names.append(parse_host(host)[0])  # the bound address, on its port
+    except ValueError:
+        pass
+    return names
+
+
 class HeadGuard:
     """ASGI middleware: answer only requests whose head is small and names this server.
 

@@ -334,16 +334,8 @@ def studio(host: str = "127.0.0.1", port: int = 8000, data_dir=None, runs_dir="r
         import uvicorn
     except ImportError as exc:
         raise ImportError(f"{WEB_HINT} ({exc})") from exc
-    names = []
-    for name in allowed_hosts:
-        try:
-            limits.parse_host(name)
-        except ValueError as exc:
-            raise ValueError(f"argument --allowed-host: {exc}") from None
-        names.append(name)
-    with contextlib.suppress(ValueError):
-        names.append(limits.parse_host(host)[0])
-    app = create_studio_app(data_dir, runs_dir, allowed_hosts=names)
+    app = create_studio_app(data_dir, runs_dir,
+                            allowed_hosts=limits.answered_hosts(allowed_hosts, host))
     shown = f"[{host}]" if ":" in host else host
     print(f"chainrule studio: open http://{shown}:{port}/ (Ctrl-C to stop); run folders go to "
           f"{Path(runs_dir)}", flush=True)
