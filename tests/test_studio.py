@@ -205,6 +205,8 @@ def test_a_run_whose_page_closed_is_stopped_and_freed(tmp_path, monkeypatch):
         while run_id in studio.runs and time.monotonic() < deadline:
             time.sleep(0.1)
         assert run_id not in studio.runs
+        # The reaper forgets the run first and then waits for its worker's batch to end.
+        run.thread.join(timeout=10)
         assert not run.thread.is_alive()
         assert http.get(f"/api/runs/{run_id}").status_code == 404
 
