@@ -194,9 +194,11 @@ def all_layers(layer) -> list:
 
 
 def float_arrays(cache) -> list[np.ndarray]:
-    """The floating arrays in a cache (an array, a tuple of arrays and shapes, or None)."""
-    items = cache if isinstance(cache, tuple) else (cache,)
-    return [a for a in items if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+    """The floating arrays in a cache (an array, a tuple of arrays, shapes and such tuples, or
+    None)."""
+    if isinstance(cache, tuple):
+        return [a for item in cache for a in float_arrays(item)]
+    return [cache] if isinstance(cache, np.ndarray) and cache.dtype.kind == "f" else []
 
 
 def generators(layer) -> list[np.random.Generator]:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..parameter import Parameter
 from ..validate import boolean, number
 from . import layout
@@ -60,7 +61,9 @@ class BatchNorm(Layer):
     (N, C) input, a view for images in channels-last memory (as Conv2D hands them on inside
     a model, see ``layers.layout``); y keeps that layout. Cache (training only): x − μ (the
     running mean when frozen) and 1/σ; x̂ = (x − μ)/σ enters backward through per-channel
-    factors, so the forward makes y from x − μ in one product and one sum.
+    factors, so the forward makes y from x − μ in one product and one sum. With numba
+    (``chainrule.kernels``) training runs each way in two compiled passes over the pixel rows
+    (M, C) instead, and the cache holds (x, μ) and 1/σ.
 
     Args:
         momentum: m in [0, 1], the weight of the current batch in the running statistics.
@@ -156,27 +159,45 @@ class BatchNorm(Layer):
                 f"of shape {x.shape} (the batch variance of one value is 0); use a batch of 2 or "
                 "more"
             )
-        mean = _channel_sums(rows, c) / float(m)
-        centred = rows - np.tile(mean, p)
-        var = _channel_dots(centred, centred, c) / float(m)
+        flat = rows.reshape(-1, c)
+        moments = kernels.channel_moments(flat)
+        if moments is not None:
+            mean, var = moments
+        else:
+            mean = _channel_sums(rows, c) / float(m)
+            centred = rows - np.tile(mean, p)
+            var = _channel_dots(centred, centred, c) / float(m)
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        self.cache = (_images(centred, x.shape), inv_std)
         self.running_mean *= 1.0 - self.momentum
         self.running_mean += self.momentum * mean
         self.running_var *= 1.0 - self.momentum
         self.running_var += (self.momentum * m / (m - 1)) * var
         # y = γ x̂ + β with x̂ = (x − μ)/σ: one product of the centred x by γ/σ, one sum.
-        y = centred * np.tile(self.gamma.value * inv_std, p)
+        scale = self.gamma.value * inv_std
+        if moments is not None:
+            y = kernels.channel_affine(flat, mean, scale, self.beta.value)
+            self.cache = ((flat, mean), inv_std)
+            return _images(y.reshape(rows.shape), x.shape)
+        self.cache = (_images(centred, x.shape), inv_std)
+        y = centred * np.tile(scale, p)
         y += np.tile(self.beta.value, p)
         return _images(y, x.shape)
 
     def _backward(self, grad_y, need_input_grad):
-        # The cache holds x − μ and 1/σ (running statistics when frozen): x̂ = (x − μ)·(1/σ)
-        # enters every formula through a per-channel factor, so x̂ itself is never formed.
-        centred, inv_std = self.cache
-        centred = _pixel_rows(centred)
+        # The cache holds x − μ and 1/σ (running statistics when frozen), or (x, μ) and 1/σ
+        # from the compiled forward: x̂ = (x − μ)·(1/σ) enters every formula through a
+        # per-channel factor, so x̂ itself is never formed.
         g, c = _pixel_rows(grad_y), grad_y.shape[1]
         p = g.shape[1] // c
+        centred, inv_std = self.cache
+        if isinstance(centred, tuple):
+            grad_x = self._compiled_backward(g, c, need_input_grad)
+            if grad_x is not False:
+                return None if grad_x is None else self.laid_out(_images(grad_x, grad_y.shape))
+            flat, mean = centred
+            centred = flat.reshape(g.shape) - np.tile(mean, p)
+        else:
+            centred = _pixel_rows(centred)
         sum_g = _channel_sums(g, c)
         sum_g_xhat = _channel_dots(g, centred, c) * inv_std
         self.gamma.grad = sum_g_xhat
@@ -193,6 +214,28 @@ class BatchNorm(Layer):
         grad_x -= np.tile(scale * sum_g, p)
         grad_x -= centred * np.tile(scale * sum_g_xhat * inv_std, p)
         return self.laid_out(_images(grad_x, grad_y.shape))
+
+    def _compiled_backward(self, g, c, need_input_grad):
+        """The backward on the compiled forward's cache (x, μ, 1/σ) in two compiled passes:
+        dL/dx as pixel rows shaped like g (None when not needed), or False when the loops do
+        not take g (the caller then runs the NumPy formulas)."""
+        (flat, mean), inv_std = self.cache
+        g_flat = np.ascontiguousarray(g).reshape(-1, c)
+        sums = kernels.channel_grad_sums(g_flat, flat, mean)
+        if sums is None:
+            return False
+        sum_g, sum_g_centred = sums
+        sum_g_xhat = sum_g_centred * inv_std
+        self.gamma.grad = sum_g_xhat
+        self.beta.grad = sum_g
+        if not need_input_grad:
+            return None
+        m = flat.shape[0]
+        # The same per-channel a, b, c as the NumPy formulas below.
+        scale = self.gamma.value * inv_std / float(m)
+        grad_x = kernels.batchnorm_input_grad(g_flat, flat, mean, scale * float(m),
+                                              scale * sum_g, scale * sum_g_xhat * inv_std)
+        return False if grad_x is None else grad_x.reshape(g.shape)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "eps": self.eps,

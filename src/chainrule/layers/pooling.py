@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import kernels
 from .arguments import flat_image_hint, int_pair, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
@@ -176,7 +177,9 @@ class MaxPool2D(_Pool2D):
     Cache (training only): for windows that tile the image (strides = pool_size, no padding,
     the cnn preset's 2×2 pooling) x, y and the maxima of each window row but the last (for
     2×2, the top row's), from which backward finds each window's first maximum again (no
-    index; y and dL/dx keep x's memory layout, see ``layers.layout``);
+    index; y and dL/dx keep x's memory layout, see ``layers.layout``); with numba
+    (``chainrule.kernels``) and x in channels-last memory, such windows are pooled in one
+    compiled pass instead, which keeps the argmax as uint8 (channels-last, as y and dL/dx);
     otherwise the argmax a (N, C, H′, W′) as small unsigned ints (uint8 for windows of up to
     255 pixels) and the input shape.
 
@@ -196,6 +199,16 @@ class MaxPool2D(_Pool2D):
     def _forward(self, x, training):
         x_nchw = x[:, None] if x.ndim == 3 else x
         rows = self._tile_rows(x_nchw)
+        x_nhwc = x_nchw.transpose(0, 2, 3, 1)
+        pooled = (kernels.max_pool_tiles(x_nhwc, self.pool_size)
+                  if rows is not None and x_nhwc.flags.c_contiguous else None)
+        if pooled is not None:
+            # The compiled pass over channels-last memory: y and the argmax in one loop.
+            y_nhwc, code = pooled
+            y = y_nhwc.transpose(0, 3, 1, 2)
+            if training:
+                self.cache = ("code", code, x_nchw.shape)
+            return y[:, 0] if x.ndim == 3 else y
         if rows is not None:
             # Windows that tile the image: the maximum m_u of each window row's kw offsets,
             # then y, the maximum of the kh row maxima (long runs, see ``_tile_rows``).
@@ -220,7 +233,16 @@ class MaxPool2D(_Pool2D):
         if not need_input_grad:
             return None
         grad_nchw = grad_y[:, None] if grad_y.ndim == 3 else grad_y
-        if self.cache[0] == "tiles":
+        if self.cache[0] == "code":
+            _, code, x_shape = self.cache
+            grad_x = kernels.max_pool_tiles_backward(
+                grad_nchw.transpose(0, 2, 3, 1), code, self.pool_size, x_shape[2:])
+            if grad_x is None:  # the kernels were turned off since the forward
+                grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (
+                    code.transpose(0, 3, 1, 2) == k))
+            else:
+                grad_x = self.laid_out(grad_x.transpose(0, 3, 1, 2))
+        elif self.cache[0] == "tiles":
             grad_x = self.laid_out(self._tiles_backward(grad_nchw, *self.cache[1:]))
         else:
             _, argmax, x_shape = self.cache
