@@ -228,3 +228,28 @@ def test_the_cnn_preset_trains_through_the_compiled_batchnorm_and_pooling(monkey
         assert paths == [compiled] * 5
         losses_by_path[compiled] = history
     np.testing.assert_allclose(losses_by_path[True], losses_by_path[False], rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_batchnorm_inference_equals_the_numpy_passes_bit_for_bit(dtype, monkeypatch):
+    rng = np.random.default_rng(4)
+    x = channels_last(rng.standard_normal((5, 3, 4, 6)).astype(dtype) * 3 + 1)
+    gamma = rng.uniform(-2, 2, 3)
+    real, ran, outputs = kernels.channel_affine, [], {}
+
+    def spy(*args):
+        y = real(*args)
+        ran.append(y is not None)
+        return y
+
+    monkeypatch.setattr(kernels, "channel_affine", spy)
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", compiled)
+        layer = layers.BatchNorm()
+        layer.build(x.shape[1:], dtype=dtype)
+        layer.gamma.value[...] = gamma
+        layer.running_mean[...] = [0.5, -1.0, 2.0]
+        layer.running_var[...] = [0.25, 4.0, 1.5]
+        outputs[compiled] = layer.forward(x)
+    assert ran == [True, False]
+    np.testing.assert_array_equal(outputs[True], outputs[False])
