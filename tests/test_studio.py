@@ -78,6 +78,24 @@ def test_spirals_reach_95_percent_on_held_out_points(client):
     assert state["curve"][-1]["val_accuracy"] >= 0.95
 
 
+def test_the_curve_carries_each_weight_gradient_norm_of_the_last_step(client):
+    """Each curve point holds ‖∂L/∂W‖ of the step before it, as the health table shows it
+    and as the model's gradients hold it; before any step there is none."""
+    run = make(client, hidden=[8, 8])
+    assert client.get(f"/api/runs/{run}").json()["curve"][-1]["grad_norm"] == {}
+    for _ in range(3):
+        post(client, f"/api/runs/{run}/step")
+    event = client.app.state.studio.get(run).event
+    state = json.loads(event)
+    norms = state["curve"][-1]["grad_norm"]
+    assert sorted(norms) == ["dense_1.W", "dense_2.W", "dense_3.W"]
+    assert norms == {layer["name"]: layer["grad_norm"] for layer in state["health"]["layers"]}
+    model = client.app.state.studio.get(run).model
+    first = next(layer for layer in model.layers if layer.name == "dense_1")
+    expected = float(np.linalg.norm(first.W.grad))
+    assert norms["dense_1.W"] == pytest.approx(expected, rel=1e-6) and expected > 0
+
+
 def test_learning_rate_and_weight_decay_change_mid_run(client):
     run = make(client)
     post(client, f"/api/runs/{run}/start")

@@ -199,8 +199,9 @@ def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = DEFAULT_DR
     Convolutions and the hidden Dense use He-normal initialisation and no bias (the following
     BatchNorm's β plays that role). Compiled with Adam(2e-3), cosine-decayed over the run when
     its length is given (with 1e-3 the median test accuracy of seeds 0–3 after 10 epochs was
-    99.49%, with 2e-3 99.53%: ``benchmarks/accuracy.py --models cnn --seeds 0,1,2,3``). ReLU comes after the max-pooling: the two commute (ReLU is
-    increasing, so max(relu(a)) = relu(max(a))), and on the pooled map it costs a quarter.
+    99.49%, with 2e-3 99.53%: ``benchmarks/accuracy.py --models cnn --seeds 0,1,2,3``).
+    ReLU comes after the max-pooling: the two commute (ReLU is increasing, so
+    max(relu(a)) = relu(max(a))), and on the pooled map it costs a quarter.
 
     Args:
         num_classes: C.

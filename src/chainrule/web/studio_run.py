@@ -1,7 +1,7 @@
 """A ``chainrule studio`` run: data, model and a worker thread training it with ``fit``.
 
-The worker calls ``Sequential.fit`` once, for the run's epochs, with two callbacks: a
-``GradientNormLogger`` and a ``Gate``. The gate is where the worker waits between batches:
+The worker calls ``Sequential.fit`` once, for the run's epochs, with one callback, a
+``Gate``. The gate is where the worker waits between batches:
 before the first batch and after every one it checks the run's state under a condition
 variable. Running: it goes on. Paused: it parks until Start or Step (a Step lets exactly one
 batch through). Stopped (Reset, a closed tab): it raises ``Stopped``, which ends ``fit``, and
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..callbacks import Callback, GradientNormLogger
+from ..callbacks import Callback
 from ..fileio import atomic_write
 from . import studio_views as views
 from .app import APIError
@@ -110,7 +110,6 @@ class Run:
     def _fresh(self) -> None:
         """A new model from the settings, step 0, paused (what Reset returns to)."""
         self.model, self.settings = build_model(self.request, self.data, self.used_data)
-        self.norms = GradientNormLogger("batch")
         self.state, self.error, self.step, self.epoch = "paused", None, 0, 0
         self.allowance = self.hold = 0
         self.parked, self.stop = False, False
@@ -136,7 +135,7 @@ class Run:
             self.model.fit(self.data.x, self.data.y, epochs=self.settings["epochs"],
                            batch_size=self.settings["batch_size"], seed=self.settings["seed"],
                            validation_data=(self.data.x_val, self.data.y_val),
-                           callbacks=[self.norms, Gate(self)], verbose=0)
+                           callbacks=[Gate(self)], verbose=0)
             outcome, error = "done", None
         except Stopped:
             return
@@ -220,14 +219,16 @@ class Run:
         val = views.scores(val_logits, self.val_view[1])
         self.metrics = {"loss": train["loss"], "accuracy": train["accuracy"],
                         "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
-        grad_norms = {name: series[-1] for name, series in self.norms.norms.items()
-                      if name.endswith(".W") and series}
+        health = views.health(model, self.before, relus)
+        # ‖∂L/∂W‖ of the last step, read from the gradients it applied (still in the model)
+        # when the update is made, rather than logged after every batch.
+        grad_norms = {layer["name"]: layer["grad_norm"] for layer in health["layers"]
+                      if layer["grad_norm"] is not None}
         self.curve.append({"i": self.points, "step": self.step, **self.metrics,
                            "grad_norm": grad_norms})
         self.points += 1
         if len(self.curve) > CURVE_POINTS:
             self.curve = self.curve[::2]
-        health = views.health(model, self.before, relus)
         for layer in health["layers"]:  # no step since the last update: its ratio still holds
             if layer["update_ratio"] is None:
                 layer["update_ratio"] = self.ratios.get(layer["name"])
