@@ -6,8 +6,9 @@ gradients of a few MB each. With its default settings glibc's malloc serves a bl
 mmap threshold (128 kB at first, raised as such blocks are freed) with a fresh mapping, and
 gives the free top of its heap back to the operating system once it exceeds the trim threshold
 (twice the mmap threshold). Either way the next step writes to new pages, and the kernel
-zeroes every 4 kB page on its first write (a page fault): thousands per cnn step, time spent in
-the kernel rather than in the math.
+zeroes every 4 kB page on its first write (a page fault): thousands per cnn step with
+BatchNorm's and pooling's NumPy passes (without numba; their compiled loops make fewer large
+temporaries), time spent in the kernel rather than in the math.
 
 ``retain_freed_memory`` sets both thresholds once, so that blocks of up to ``MMAP_THRESHOLD``
 come from the heap and freed memory stays there, up to ``TRIM_THRESHOLD`` of it, for the next
