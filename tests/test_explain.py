@@ -110,6 +110,18 @@ def test_the_model_is_not_touched():
     assert "Derivation" not in bn.formula and "dL/dx = (γ / (M σ))" in bn.formula
 
 
+def test_the_batchnorm_step_shows_the_normalised_input():
+    """The x̂ factor is (x − μ)/σ: each channel's values have mean 0 and variance 1 over the
+    batch (not x − μ, what the layer keeps)."""
+    rng = np.random.default_rng(3)
+    report = cr.explain_backward(models.cnn(seed=0), rng.random((4, 28, 28)).astype(np.float32),
+                                 rng.integers(0, 10, 4))
+    x_hat = next(f.value for f in report["BatchNorm 'batchnorm_1'"].factors if f.name == "x̂")
+    assert x_hat.shape == (4, 32, 24, 24)
+    np.testing.assert_allclose(x_hat.mean(axis=(0, 2, 3)), 0, atol=1e-9)
+    np.testing.assert_allclose(x_hat.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+
+
 def test_html_for_notebooks():
     x, y = lecture_example()
     html = cr.explain_backward(models.softmax_regression(3, input_shape=(2,)), x, y)._repr_html_()

@@ -253,3 +253,19 @@ def test_compiled_batchnorm_inference_equals_the_numpy_passes_bit_for_bit(dtype,
         outputs[compiled] = layer.forward(x)
     assert ran == [True, False]
     np.testing.assert_array_equal(outputs[True], outputs[False])
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("case", list(BATCHNORM_INPUTS))
+def test_batchnorm_x_hat_is_the_normalised_input_on_either_path(case, compiled, monkeypatch):
+    """``x_hat`` (what explain_backward shows) is (x − μ)/√(σ² + ε) from either cache."""
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    x = BATCHNORM_INPUTS[case](np.random.default_rng(6))
+    layer = layers.BatchNorm()
+    layer.forward(x, training=True)
+    assert isinstance(layer.cache[0], tuple) == compiled
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    expected = (x - mean) / np.sqrt(var + layer.eps)
+    np.testing.assert_allclose(layer.x_hat(), expected, rtol=1e-9, atol=1e-9)
+    assert layer.x_hat().shape == x.shape

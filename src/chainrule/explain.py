@@ -280,7 +280,7 @@ def _layer_step(layer, cache, x, grad_y, grad_x, x_sym: str, y_sym: str) -> Step
     for p in layer.parameters():
         f.append(Factor(f"dL/d{p.name} ({layer.name})", f"{_shape(p.grad)}", p.grad))
     if isinstance(layer, BatchNorm):
-        x_hat = cache[0]
+        x_hat = layer.x_hat(cache)
         f.insert(1, Factor("x̂", f"(x − μ) / σ, batch statistics {_shape(x_hat)}", x_hat))
     if grad_x is not None:
         f.append(Factor(gx, f"backward({g} {_shape(grad_y)}) → {_shape(grad_x)}", grad_x))

@@ -63,7 +63,7 @@ class BatchNorm(Layer):
     running mean when frozen) and 1/σ; x̂ = (x − μ)/σ enters backward through per-channel
     factors, so the forward makes y from x − μ in one product and one sum. With numba
     (``chainrule.kernels``) training runs each way in two compiled passes over the pixel rows
-    (M, C) instead, and the cache holds (x, μ) and 1/σ.
+    (M, C) instead, and the cache holds (x, μ) and 1/σ. ``x_hat`` gives x̂ from either cache.
 
     Args:
         momentum: m in [0, 1], the weight of the current batch in the running statistics.
@@ -181,7 +181,7 @@ class BatchNorm(Layer):
         scale = self.gamma.value * inv_std
         if moments is not None:
             y = kernels.channel_affine(flat, mean, scale, self.beta.value)
-            self.cache = ((flat, mean), inv_std)
+            self.cache = ((x, mean), inv_std)
             return _images(y.reshape(rows.shape), x.shape)
         self.cache = (_images(centred, x.shape), inv_std)
         y = centred * np.tile(scale, p)
@@ -199,8 +199,8 @@ class BatchNorm(Layer):
             grad_x = self._compiled_backward(g, c, need_input_grad)
             if grad_x is not False:
                 return None if grad_x is None else self.laid_out(_images(grad_x, grad_y.shape))
-            flat, mean = centred
-            centred = flat.reshape(g.shape) - np.tile(mean, p)
+            x, mean = centred
+            centred = _pixel_rows(x) - np.tile(mean, p)
         else:
             centred = _pixel_rows(centred)
         sum_g = _channel_sums(g, c)
@@ -220,11 +220,21 @@ class BatchNorm(Layer):
         grad_x -= centred * np.tile(scale * sum_g_xhat * inv_std, p)
         return self.laid_out(_images(grad_x, grad_y.shape))
 
+    def x_hat(self, cache=None) -> np.ndarray:
+        """x̂ = (x − μ)/σ of the last training forward, shaped as its input: from ``cache``
+        (a ``layer.cache`` kept before backward released it) or the layer's own."""
+        centred, inv_std = self.cache if cache is None else cache
+        if isinstance(centred, tuple):
+            x, mean = centred
+            centred = x - _per_channel(mean, x.ndim)
+        return centred * _per_channel(inv_std, centred.ndim)
+
     def _compiled_backward(self, g, c, need_input_grad):
         """The backward on the compiled forward's cache (x, μ, 1/σ) in two compiled passes:
         dL/dx as pixel rows shaped like g (None when not needed), or False when the loops do
         not take g (the caller then runs the NumPy formulas)."""
-        (flat, mean), inv_std = self.cache
+        (x, mean), inv_std = self.cache
+        flat = _pixel_rows(x).reshape(-1, c)
         g_flat = np.ascontiguousarray(g).reshape(-1, c)
         sums = kernels.channel_grad_sums(g_flat, flat, mean)
         if sums is None:
@@ -245,6 +255,11 @@ class BatchNorm(Layer):
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "eps": self.eps,
                 "frozen": self.frozen}
+
+
+def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-channel (C,) vector shaped to broadcast over (N, C) or (N, C, H, W)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 def _pixel_rows(x: np.ndarray) -> np.ndarray:
