@@ -248,3 +248,28 @@ def test_kernel_larger_than_padded_input():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Conv2D(**kwargs)
+
+
+def test_inference_on_a_large_batch_goes_through_in_slices_with_the_same_result(monkeypatch):
+    """At inference a batch whose X_col would pass conv.INFERENCE_COLUMN_BYTES is convolved in
+    slices of samples (bounded memory), giving what one product gives; training keeps one X_col
+    for the backward."""
+    from chainrule.layers import conv as conv_module
+
+    rng = np.random.default_rng(0)
+    layer = Conv2D(6, 3, padding="same", use_bias=True)
+    x = rng.standard_normal((10, 2, 7, 7))
+    whole = layer.forward(x)
+    calls = []
+    real = Conv2D._im2col
+    monkeypatch.setattr(Conv2D, "_im2col",
+                        lambda self, batch: calls.append(len(batch)) or real(self, batch))
+    per_sample = 7 * 7 * 9 * 2 * x.itemsize
+    monkeypatch.setattr(conv_module, "INFERENCE_COLUMN_BYTES", 3 * per_sample)
+    sliced = layer.forward(x)
+    assert calls == [3, 3, 3, 1]
+    np.testing.assert_allclose(sliced, whole, rtol=1e-12, atol=1e-12)
+    assert sliced.shape == whole.shape and sliced.flags.c_contiguous
+    calls.clear()
+    layer.forward(x, training=True)
+    assert calls == [10]

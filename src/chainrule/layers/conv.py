@@ -14,6 +14,11 @@ from . import layout
 from .arguments import int_pair, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
+#: At inference a batch whose column matrix X_col would exceed this many bytes is convolved in
+#: slices of samples: memory stays bounded and each slice's X_col stays in the processor's
+#: caches (a batch of 1,000 digits would need a 205 MB X_col in the cnn's second convolution).
+INFERENCE_COLUMN_BYTES = 16 * 2**20
+
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in PyTorch and Keras) over images in NCHW order.
@@ -173,18 +178,37 @@ class Conv2D(Layer):
 
     def _forward(self, x, training):
         x_nchw = x[:, None] if x.ndim == 3 else x
-        cols, padded_shape, (h_out, w_out) = self._im2col(x_nchw)
         n = x_nchw.shape[0]
-        # One GEMM, Z = X_col W_mat (N·H′·W′, F): row (n,i,j) holds the F channels of output
-        # pixel (n,i,j), so Z is y in channels-last memory and y is its (N, F, H′, W′) view,
-        # handed on without a reorder (see layers.layout).
+        if not training:
+            h_out, w_out = self._spatial_out(*x_nchw.shape[2:])
+            per_sample = h_out * w_out * math.prod(self.kernel_size) * x_nchw.shape[1]
+            step = max(1, INFERENCE_COLUMN_BYTES // (per_sample * x_nchw.itemsize))
+            if n > step:
+                # At inference no X_col is kept: a large batch goes through in slices of
+                # samples, each X_col at most INFERENCE_COLUMN_BYTES, into one Z.
+                z = np.empty((n * h_out * w_out, self.filters), dtype=x_nchw.dtype)
+                rows = h_out * w_out
+                for start in range(0, n, step):
+                    stop = min(n, start + step)
+                    z[start * rows:stop * rows] = self._product(x_nchw[start:stop])[0]
+                return layout.images(z, (n, self.filters, h_out, w_out))
+        z, cols, padded_shape, (h_out, w_out) = self._product(x_nchw)
+        if training:
+            self.cache = (cols, x.shape, padded_shape)
+        return layout.images(z, (n, self.filters, h_out, w_out))
+
+    def _product(self, x_nchw):
+        """(Z, X_col, padded shape, (H′, W′)) of a (N, C, H, W) batch.
+
+        One GEMM, Z = X_col W_mat (N·H′·W′, F): row (n,i,j) holds the F channels of output
+        pixel (n,i,j), so Z is y in channels-last memory and y is its (N, F, H′, W′) view,
+        handed on without a reorder (see layers.layout).
+        """
+        cols, padded_shape, out_size = self._im2col(x_nchw)
         z = cols @ self._kernel_matrix()
         if self.use_bias:
             z += self.b.value
-        if training:
-            self.cache = (cols, x.shape, padded_shape)
-        y = layout.images(z, (n, self.filters, h_out, w_out))
-        return y
+        return z, cols, padded_shape, out_size
 
     def _im2col(self, x):
         """X_col (N·H′·W′, kh·kw·C) of a (N, C, H, W) batch, the padded shape and (H′, W′).
