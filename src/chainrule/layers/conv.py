@@ -15,8 +15,8 @@ from .arguments import int_pair, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
 #: At inference a batch whose column matrix X_col would exceed this many bytes is convolved in
-#: slices of samples: memory stays bounded and each slice's X_col stays in the processor's
-#: caches (a batch of 1,000 digits would need a 205 MB X_col in the cnn's second convolution).
+#: slices of samples, so memory stays bounded (a batch of 1,000 digits would need a 205 MB
+#: X_col in the cnn's second convolution, a fresh mapping of the operating system's each time).
 INFERENCE_COLUMN_BYTES = 16 * 2**20
 
 
@@ -50,7 +50,9 @@ class Conv2D(Layer):
     A rank-3 input (N, H, W) is read as one channel, (N, 1, H, W); its gradient has the input's
     shape. Z is y in channels-last memory (row (n,i,j) holds pixel (n,i,j)'s F channels): inside
     a model y goes on as its (N, F, H′, W′) view, and dL/dx comes back likewise (see
-    ``layers.layout``). Cache (training only): X_col and the input and padded shapes.
+    ``layers.layout``). Cache (training only): X_col and the input and padded shapes. At
+    inference a batch whose X_col would pass ``INFERENCE_COLUMN_BYTES`` goes through in slices
+    of samples, each one product, into one Z.
 
     Args:
         filters: F, the number of output channels.
