@@ -208,7 +208,7 @@ def cnn(num_classes: int = 10, input_shape=(28, 28), dropout: float = DEFAULT_DR
         input_shape: one sample's shape: (28, 28) or (1, 28, 28).
         dropout: rate of the Dropout before the output layer.
         augment: the RandomShift's max_shift in pixels (0 leaves the layer out). Without it
-            the same network reached 99.32% in 10 epochs, with little margin over 99.3%.
+            the same network reached 99.45% in 10 epochs on seed 0 (99.56% with it).
         lr, epochs, steps_per_epoch, seed, dtype: as in :func:`softmax_regression`.
 
     Returns:
