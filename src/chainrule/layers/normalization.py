@@ -63,8 +63,9 @@ class BatchNorm(Layer):
     running mean when frozen) and 1/σ; x̂ = (x − μ)/σ enters backward through per-channel
     factors, so the forward makes y from x − μ in one product and one sum. With numba
     (``chainrule.kernels``) training runs each way in two compiled passes over the pixel rows
-    (M, C) instead, and the cache holds (x, μ) and 1/σ (x itself, not a copy, as Conv2D's
-    output is never written again). ``x_hat`` gives x̂ from either cache.
+    (M, C) instead, and the cache holds (x, μ) and 1/σ (x itself, not a copy: an x written
+    to between forward and backward changes the gradient). ``x_hat`` gives x̂ from either
+    cache.
 
     Args:
         momentum: m in [0, 1], the weight of the current batch in the running statistics.
