@@ -33,6 +33,7 @@ import numpy as np
 #: Whether to use the compiled kernels when numba is importable (set False to force NumPy).
 ENABLED = True
 
+
 def _adam_loop(value, grad, m, v, decay, one_minus_beta1, beta2, one_minus_beta2, eps_hat,
                step_size):
     # Element i of Optimizer._decayed_grad and Adam._update, operation by operation:
