@@ -96,6 +96,26 @@ def test_the_curve_carries_each_weight_gradient_norm_of_the_last_step(client):
     assert norms["dense_1.W"] == pytest.approx(expected, rel=1e-6) and expected > 0
 
 
+def test_the_last_update_after_pause_says_paused(client, monkeypatch):
+    """With an update after every batch, the worker parks on a step it has already published
+    (as "running"); it publishes again, so a page's last update says "paused" (else its Step
+    button stays disabled)."""
+    from chainrule.web import studio_run
+
+    monkeypatch.setattr(studio_run, "UPDATES_PER_S", 1e9)
+    monkeypatch.setattr(studio_run, "VIEW_SHARE", 1.0)
+    run = make(client, hidden=[8, 8])
+    post(client, f"/api/runs/{run}/start")
+    wait_for(client, run, lambda s: s["step"] > 20)
+    paused = post(client, f"/api/runs/{run}/pause").json()
+    worker = client.app.state.studio.get(run)
+    deadline = time.monotonic() + 10
+    while json.loads(worker.event)["state"] != "paused" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    event = json.loads(worker.event)
+    assert event["state"] == "paused" and event["step"] == paused["step"]
+
+
 def test_learning_rate_and_weight_decay_change_mid_run(client):
     run = make(client)
     post(client, f"/api/runs/{run}/start")

@@ -122,6 +122,7 @@ class Run:
         self.curve: list[dict] = []
         self.points = 0
         self.published_step = -1
+        self.published_state: str | None = None
         self.metrics: dict = {}
         self.version = 0
         self.event = ""
@@ -158,8 +159,10 @@ class Run:
                     raise Stopped
                 if self.hold == 0 and (self.state == "running" or self.allowance > 0):
                     break
-                if self.published_step != self.step:
-                    self._publish(backward=True)  # the last batch, for a page now paused
+                if self.published_step != self.step or self.published_state != self.state:
+                    # The last batch, or only the new state: an update made while running
+                    # must not be a paused page's last word.
+                    self._publish(backward=True)
                 self._cond.wait()
             stepping = self.state != "running"
             if stepping:
@@ -200,6 +203,7 @@ class Run:
         self.event = json.dumps(_json_safe(event), allow_nan=False)
         self.version += 1
         self.published_step = self.step
+        self.published_state = event["state"]  # a pause may have come while it was made
         done = time.monotonic()
         cost = done - start
         self.view_seconds += cost
