@@ -233,20 +233,19 @@ class MaxPool2D(_Pool2D):
         if not need_input_grad:
             return None
         grad_nchw = grad_y[:, None] if grad_y.ndim == 3 else grad_y
-        if self.cache[0] == "code":
-            _, code, x_shape = self.cache
-            grad_x = kernels.max_pool_tiles_backward(
-                grad_nchw.transpose(0, 2, 3, 1), code, self.pool_size, x_shape[2:])
-            if grad_x is None:  # the kernels were turned off since the forward
-                grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (
-                    code.transpose(0, 3, 1, 2) == k))
-            else:
-                grad_x = self.laid_out(grad_x.transpose(0, 3, 1, 2))
-        elif self.cache[0] == "tiles":
+        grad_x = None
+        if self.cache[0] == "tiles":
             grad_x = self.laid_out(self._tiles_backward(grad_nchw, *self.cache[1:]))
         else:
-            _, argmax, x_shape = self.cache
-            grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (argmax == k))
+            kind, argmax, x_shape = self.cache
+            if kind == "code":  # the compiled forward's argmax, channels-last
+                grad_x = kernels.max_pool_tiles_backward(
+                    grad_nchw.transpose(0, 2, 3, 1), argmax, self.pool_size, x_shape[2:])
+                if grad_x is not None:
+                    grad_x = self.laid_out(grad_x.transpose(0, 3, 1, 2))
+                argmax = argmax.transpose(0, 3, 1, 2)  # NCHW: kernels turned off since forward
+            if grad_x is None:
+                grad_x = self._scatter(grad_nchw, x_shape, lambda k: grad_nchw * (argmax == k))
         return grad_x[:, 0] if grad_y.ndim == 3 else grad_x
 
     def _tiles_backward(self, grad_nchw, x_nchw, y, row_max):
