@@ -402,7 +402,8 @@ def _reshape_dropout_embedding_rows():
 #: Conv2D: (id, constructor arguments, sample shape, batch). Stride 1 and 2, padding valid /
 #: same / 2 / (1, 2), "same" with strides (Keras's rule, the reference pads explicitly and
 #: asymmetrically by it), dilation 2, kernels 1, 2, 3, 4, 5, (3, 2) and (2, 3), odd and even
-#: image sizes, batch 1, several input and output channels, rank-3 (N, H, W) input.
+#: image sizes, batch 1, several input and output channels, rank-3 (N, H, W) input; the rows
+#: "fourier_…" take the frequency-domain path, the others "auto" (im2col at these sizes).
 CONV_ROWS = [
     ("k3_valid", dict(filters=2, kernel_size=3), (3, 7, 9), 2),
     ("k1", dict(filters=3, kernel_size=1), (2, 5, 3), 2),
@@ -448,6 +449,19 @@ CONV_ROWS = [
      dict(filters=2, kernel_size=1, strides=2, padding="same"), (2, 5, 4), 2),
     ("rank3_k3_same_stride2", dict(filters=2, kernel_size=3, strides=2, padding="same"),
      (8, 7), 2),
+    # The Fourier path (layers.fourier), forced: odd and even padded sizes (the Nyquist column
+    # of an even width counts once), padding, non-square kernels, a kernel as wide as the image,
+    # a batch of one, rank-3 input.
+    ("fourier_k5_valid", dict(filters=3, kernel_size=5, algorithm="fourier"), (4, 12, 12), 2),
+    ("fourier_k3_same_odd", dict(filters=2, kernel_size=3, padding="same", algorithm="fourier"),
+     (3, 7, 9), 1),
+    ("fourier_k32_pad12_even", dict(filters=3, kernel_size=(3, 2), padding=(1, 2),
+                                    algorithm="fourier"), (2, 6, 8), 2),
+    ("fourier_k23_same_even_kernel", dict(filters=2, kernel_size=(2, 3), padding="same",
+                                          algorithm="fourier"), (2, 8, 7), 2),
+    ("fourier_whole_image", dict(filters=2, kernel_size=5, algorithm="fourier"), (2, 5, 5), 2),
+    ("fourier_no_bias_rank3", dict(filters=3, kernel_size=3, use_bias=False,
+                                   algorithm="fourier"), (7, 6), 2),
 ]
 
 

@@ -121,7 +121,8 @@ def test_rank3_input_equals_one_channel_rank4():
 def test_cache_holds_the_columns_at_training():
     layer, x = make(ROWS["conv2d-k3_valid"], np.float32, 0)
     y = layer.forward(x, training=True)
-    cols, x_shape, padded_shape = layer.cache
+    algorithm, cols, x_shape, padded_shape = layer.cache
+    assert algorithm == "im2col"  # stride 1, but a 3×3 kernel on 7×9 images: im2col is cheaper
     n, _, h_out, w_out = y.shape
     assert cols.shape == (n * h_out * w_out, 3 * 3 * 3) and cols.dtype == np.float32
     assert cols.flags.c_contiguous

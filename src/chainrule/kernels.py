@@ -14,6 +14,9 @@ whole-array passes, each reading and writing arrays of the batch's size:
   of five. The element-wise formulas are NumPy's operation by operation; the per-channel sums
   are accumulated in float64 in row order (NumPy sums float32 in its own order), so μ, σ² and
   the gradient sums agree with the NumPy path to float32 rounding, not bit for bit.
+- ``transpose``: a matrix's transpose copied in 16×16 tiles (the Fourier convolution moves
+  the batch axis last and back, ``layers.fourier``), where NumPy's copy walks one of the two
+  arrays a row apart per element; the same values.
 - ``max_pool_tiles``, ``max_pool_tiles_backward``: max pooling over windows that tile the
   image, one pass each way, with the first maximum in row-major window order as the argmax
   (the NumPy path's rule): the same values bit for bit (for a window holding a NaN, y is NaN
@@ -296,3 +299,29 @@ def max_pool_tiles_backward(g: np.ndarray, code: np.ndarray, pool_size: tuple[in
     grad_x = (np.empty if covered else np.zeros)((n, h, w, c), g.dtype)
     kernel(np.ascontiguousarray(g), code, kh, kw, grad_x)
     return grad_x
+
+
+# ---------------------------------------------------------------------- transpose
+def _transpose_loop(a, out):
+    # out[j, i] = a[i, j], in 16×16 tiles: a tile's rows of both arrays stay in cache.
+    m, n = a.shape
+    for i0 in range(0, m, 16):
+        i1 = min(m, i0 + 16)
+        for j0 in range(0, n, 16):
+            j1 = min(n, j0 + 16)
+            for j in range(j0, j1):
+                for i in range(i0, i1):
+                    out[j, i] = a[i, j]
+
+
+def transpose(a: np.ndarray) -> np.ndarray | None:
+    """aᵀ as a new C-contiguous (n, m) array for a C-contiguous float32/float64 (m, n) matrix;
+    None without numba (or for other arrays): the caller then copies ``a.T`` with NumPy."""
+    if a.ndim != 2 or a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
+        return None
+    kernel = _compiled(_transpose_loop)
+    if kernel is None:
+        return None
+    out = np.empty(a.shape[::-1], dtype=a.dtype)
+    kernel(a, out)
+    return out

@@ -1,4 +1,5 @@
-"""Conv2D: 2-D cross-correlation over NCHW images, as im2col and one matrix product."""
+"""Conv2D: 2-D cross-correlation over NCHW images, as im2col and one matrix product, or per
+frequency of the images' Fourier transform (layers.fourier)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .. import initializers
 from ..parameter import Parameter
 from ..validate import boolean, positive_int
-from . import layout
+from . import fourier, layout
 from .arguments import int_pair, pad_amounts, padding_arg, received_shape
 from .base import Layer
 
@@ -18,6 +19,14 @@ from .base import Layer
 #: slices of samples, so memory stays bounded (a batch of 1,000 digits would need a 205 MB
 #: X_col in the cnn's second convolution, a fresh mapping of the operating system's each time).
 INFERENCE_COLUMN_BYTES = 16 * 2**20
+
+#: The algorithms ``Conv2D(algorithm=...)`` takes.
+ALGORITHMS = ("auto", "im2col", "fourier")
+
+#: "auto" takes the Fourier path when its multiply-adds (transforms included, see
+#: ``fourier.multiply_adds``) are below this share of im2col's: the break-even lies above the
+#: products' count because the transforms and reorders move more memory per multiply-add.
+FOURIER_SHARE = 0.75
 
 
 class Conv2D(Layer):
@@ -54,6 +63,13 @@ class Conv2D(Layer):
     inference a batch whose X_col would pass ``INFERENCE_COLUMN_BYTES`` goes through in slices
     of samples, each one product, into one Z.
 
+    With stride 1 and dilation 1 the same sums can be taken per frequency of the padded
+    images' 2-D Fourier transform instead (``layers.fourier``: the correlation theorem, with the
+    transforms as matrix products and the backward as their transposes). It computes the same
+    y, dL/dW and dL/dx up to rounding. A wide kernel over a small image (the cnn preset's 5×5,
+    32 → 64 channels on 12×12) takes about a third of im2col's multiply-adds that way, and its
+    cache (the transformed batch and the per-frequency kernel blocks) is a fifth of X_col.
+
     Args:
         filters: F, the number of output channels.
         kernel_size: (kh, kw), or an int for a square kernel.
@@ -69,11 +85,15 @@ class Conv2D(Layer):
         use_bias: whether to add b.
         kernel_initializer: initializer name for W ("he_normal" by default; fan_in = C·kh·kw).
         bias_initializer: initializer name for b ("zeros" by default).
+        algorithm: "im2col", "fourier" (stride 1 and dilation 1 only) or "auto" (the default):
+            per batch, the Fourier path when it is allowed and its multiply-adds, transforms
+            included, are under ``FOURIER_SHARE`` of im2col's; im2col otherwise.
 
     Raises:
         ValueError: at construction for a non-positive filters, kernel size, stride or dilation,
-            a negative padding, an unknown padding string or initializer, or a use_bias other
-            than True/False; at forward for an input that is
+            a negative padding, an unknown padding string or initializer, a use_bias other
+            than True/False, an unknown algorithm, or "fourier" with a stride or dilation
+            other than 1; at forward for an input that is
             not (N, C, H, W) or (N, H, W), a channel count other than the one the layer was
             built for, or a kernel larger than the padded input.
     """
@@ -88,6 +108,7 @@ class Conv2D(Layer):
         use_bias: bool = True,
         kernel_initializer: str = "he_normal",
         bias_initializer: str = "zeros",
+        algorithm: str = "auto",
         name: str | None = None,
         input_shape=None,
     ):
@@ -102,6 +123,17 @@ class Conv2D(Layer):
         self.bias_initializer = bias_initializer
         initializers.get(kernel_initializer, "Conv2D: kernel_initializer")
         initializers.get(bias_initializer, "Conv2D: bias_initializer")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"Conv2D: algorithm must be one of {', '.join(map(repr, ALGORITHMS))}, got "
+                f"{algorithm!r}"
+            )
+        if algorithm == "fourier" and (self.strides != (1, 1) or self.dilation != (1, 1)):
+            raise ValueError(
+                f"Conv2D: algorithm='fourier' needs strides 1 and dilation 1, got strides "
+                f"{self.strides} and dilation {self.dilation}; use algorithm='im2col' or 'auto'"
+            )
+        self.algorithm = algorithm
         self.W: Parameter | None = None
         self.b: Parameter | None = None
 
@@ -180,57 +212,95 @@ class Conv2D(Layer):
 
     def _forward(self, x, training):
         x_nchw = x[:, None] if x.ndim == 3 else x
-        n = x_nchw.shape[0]
+        n, c, h, w = x_nchw.shape
+        h_out, w_out = self._spatial_out(h, w)
+        algorithm = self._algorithm_for(n, c, h, w, training)
         if not training:
-            h_out, w_out = self._spatial_out(*x_nchw.shape[2:])
-            per_sample = h_out * w_out * math.prod(self.kernel_size) * x_nchw.shape[1]
-            step = max(1, INFERENCE_COLUMN_BYTES // (per_sample * x_nchw.itemsize))
+            step = max(1, INFERENCE_COLUMN_BYTES // self._bytes_per_sample(algorithm, c, h, w,
+                                                                           x_nchw.itemsize))
             if n > step:
-                # At inference no X_col is kept: a large batch goes through in slices of
-                # samples, each X_col at most INFERENCE_COLUMN_BYTES, into one Z.
+                # At inference nothing is kept: a large batch goes through in slices of
+                # samples, each one's work arrays at most INFERENCE_COLUMN_BYTES, into one Z.
                 z = np.empty((n * h_out * w_out, self.filters), dtype=x_nchw.dtype)
                 rows = h_out * w_out
                 for start in range(0, n, step):
                     stop = min(n, start + step)
-                    z[start * rows:stop * rows] = self._product(x_nchw[start:stop])[0]
+                    z[start * rows:stop * rows] = self._product(x_nchw[start:stop], algorithm)[0]
                 return layout.images(z, (n, self.filters, h_out, w_out))
-        z, cols, padded_shape, (h_out, w_out) = self._product(x_nchw)
+        z, kept, padded_shape = self._product(x_nchw, algorithm, training)
         if training:
-            self.cache = (cols, x.shape, padded_shape)
+            self.cache = (algorithm, kept, x.shape, padded_shape)
         return layout.images(z, (n, self.filters, h_out, w_out))
 
-    def _product(self, x_nchw):
-        """(Z, X_col, padded shape, (H′, W′)) of a (N, C, H, W) batch.
+    def _algorithm_for(self, n, c, h, w, training) -> str:
+        """"im2col" or "fourier" for a batch (N, C, H, W): ``algorithm`` unless it is "auto"."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        if self.strides != (1, 1) or self.dilation != (1, 1):
+            return "im2col"
+        (top, bottom), (left, right) = self._pads(h, w)
+        padded = (h + top + bottom, w + left + right)
+        h_out, w_out = self._spatial_out(h, w)
+        taps = math.prod(self.kernel_size)
+        im2col = n * h_out * w_out * taps * c * self.filters * (3 if training else 1)
+        spectral = fourier.multiply_adds(n, c, self.filters, padded, self.kernel_size, training)
+        return "fourier" if spectral < FOURIER_SHARE * im2col else "im2col"
 
-        One GEMM, Z = X_col W_mat (N·H′·W′, F): row (n,i,j) holds the F channels of output
-        pixel (n,i,j), so Z is y in channels-last memory and y is its (N, F, H′, W′) view,
-        handed on without a reorder (see layers.layout).
+    def _bytes_per_sample(self, algorithm, c, h, w, itemsize) -> int:
+        """Bytes of one sample's work arrays: X_col's rows, or the Fourier path's spectra."""
+        h_out, w_out = self._spatial_out(h, w)
+        if algorithm == "im2col":
+            return h_out * w_out * math.prod(self.kernel_size) * c * itemsize
+        (top, bottom), (left, right) = self._pads(h, w)
+        hp, wp = h + top + bottom, w + left + right
+        spectrum = 2 * hp * (wp // 2 + 1)
+        return ((spectrum + hp * wp) * c + (spectrum + h_out * w_out) * self.filters) * itemsize
+
+    def _product(self, x_nchw, algorithm, training=False):
+        """(Z, what backward needs, padded shape) of a (N, C, H, W) batch.
+
+        Z (N·H′·W′, F): row (n,i,j) holds the F channels of output pixel (n,i,j), so Z is y in
+        channels-last memory and y is its (N, F, H′, W′) view, handed on without a reorder
+        (see layers.layout). im2col: one GEMM, Z = X_col W_mat, keeping X_col. Fourier: the
+        products of ``layers.fourier``, keeping the transformed batch and kernels (with
+        ``training``).
         """
-        cols, padded_shape, out_size = self._im2col(x_nchw)
-        z = cols @ self._kernel_matrix()
+        xp = self._padded(x_nchw)
+        if algorithm == "fourier":
+            y, kept = fourier.forward(xp, self.W.value, training)
+            z = y.reshape(-1, self.filters)
+        else:
+            kept = self._im2col(xp)
+            z = kept @ self._kernel_matrix()
         if self.use_bias:
             z += self.b.value
-        return z, cols, padded_shape, out_size
+        return z, kept, xp.shape
 
-    def _im2col(self, x):
-        """X_col (N·H′·W′, kh·kw·C) of a (N, C, H, W) batch, the padded shape and (H′, W′).
+    def _padded(self, x):
+        """The batch (N, C, H, W) read channels-last and zero-padded, x̃ (N, H_p, W_p, C).
 
-        The input is read channels-last, (N, H, W, C): a view, which costs nothing when x is
-        in channels-last memory already (the output of a Conv2D, and of the BatchNorm, pooling
-        and activations after it inside a model); with padding, the zero-padded channels-last
-        copy is made in one pass. sliding_window_view over it is a strided view (no copy), and
-        the reshape of its transpose is the one copy that builds X_col. Channels-last puts the
-        C values of a pixel, and the kw taps of a kernel row, next to each other in memory, so
-        that copy (and the sums in col2im) move runs of kw·C values rather than runs of W′.
+        A view, which costs nothing when x is in channels-last memory already (the output of a
+        Conv2D, and of the BatchNorm, pooling and activations after it inside a model); with
+        padding, the zero-padded channels-last copy is made in one pass.
         """
         n, c, h, w = x.shape
         (top, bottom), (left, right) = self._pads(h, w)
         x_nhwc = x.transpose(0, 2, 3, 1)
-        if top or bottom or left or right:
-            xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
-            xp[:, top:top + h, left:left + w] = x_nhwc
-        else:
-            xp = x_nhwc
+        if not (top or bottom or left or right):
+            return x_nhwc
+        xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+        xp[:, top:top + h, left:left + w] = x_nhwc
+        return xp
+
+    def _im2col(self, xp):
+        """X_col (N·H′·W′, kh·kw·C) of a padded channels-last batch x̃ (N, H_p, W_p, C).
+
+        sliding_window_view over x̃ is a strided view (no copy), and the reshape of its
+        transpose is the one copy that builds X_col. Channels-last puts the C values of a pixel,
+        and the kw taps of a kernel row, next to each other in memory, so that copy (and the
+        sums in col2im) move runs of kw·C values rather than runs of W′.
+        """
+        n, c = xp.shape[0], xp.shape[3]
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
         windows = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
         # (N, H′, W′, C, kh, kw): output positions every s pixels, kernel taps every d pixels.
@@ -241,29 +311,35 @@ class Conv2D(Layer):
             # of an image row rather than runs of kw; X_col is its transpose, a view that the
             # products read in place.
             cols_T = windows.transpose(4, 5, 3, 0, 1, 2).reshape(kh * kw, n * h_out * w_out)
-            return cols_T.T, xp.shape, (h_out, w_out)
-        cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
-        return cols, xp.shape, (h_out, w_out)
+            return cols_T.T
+        return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
 
     def _backward(self, grad_y, need_input_grad):
-        cols, x_shape, padded_shape = self.cache
+        algorithm, kept, x_shape, padded_shape = self.cache
         n, f, h_out, w_out = grad_y.shape
         c, (kh, kw) = padded_shape[3], self.kernel_size
         # G (N·H′·W′, F), the rows of Z: a view of grad_y in channels-last memory (as the
         # layers after a Conv2D hand it back inside a model), else its one copy.
         G = layout.pixel_rows(grad_y)
-        grad_W = (cols.T @ G).reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
-        self.W.grad = np.ascontiguousarray(grad_W)
         if self.use_bias:
             self.b.grad = G.sum(axis=0)
+        if algorithm == "fourier":
+            self.W.grad, grad_xp = fourier.backward(grad_y, kept, padded_shape, (kh, kw),
+                                                    need_input_grad)
+        else:
+            grad_W = (kept.T @ G).reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
+            self.W.grad = np.ascontiguousarray(grad_W)
+            grad_xp = self._col2im(G, padded_shape, (n, h_out, w_out)) if need_input_grad else None
         if not need_input_grad:
             return None
-        grad_x = self.laid_out(self._col2im(G, padded_shape, (n, h_out, w_out), x_shape[-2:]))
+        (top, bottom), (left, right) = self._pads(*x_shape[-2:])
+        _, hp, wp, _ = padded_shape
+        grad_x = self.laid_out(grad_xp[:, top:hp - bottom, left:wp - right].transpose(0, 3, 1, 2))
         return grad_x[:, 0] if len(x_shape) == 3 else grad_x
 
-    def _col2im(self, G, padded_shape, out_shape, image_size):
-        """dL/dx (N, C, H, W) from G: dL/dX_col = G W_matᵀ put back at the pixels X_col read
-        (the adjoint of ``_im2col``), padding cropped; a view of channels-last memory.
+    def _col2im(self, G, padded_shape, out_shape):
+        """dL/dx̃ (N, H_p, W_p, C) channels-last from G: dL/dX_col = G W_matᵀ put back at the
+        pixels X_col read (the adjoint of ``_im2col``).
 
         Column block (u, v) of dL/dX_col, kernel tap (u, v) of every window, is
         G W[:, :, u, v] (N·H′·W′, C), and it belongs at the pixels x̃[:, d·u + s·i, d·v + s·j, :]
@@ -285,8 +361,7 @@ class Conv2D(Layer):
                 columns = slice(dw * v, dw * v + sw * (w_out - 1) + 1, sw)
                 np.matmul(G, W_taps[u, v], out=block)
                 grad_xp[:, rows, columns] += block.reshape(n, h_out, w_out, c)
-        (top, bottom), (left, right) = self._pads(*image_size)
-        return grad_xp[:, top:hp - bottom, left:wp - right].transpose(0, 3, 1, 2)
+        return grad_xp
 
     # ------------------------------------------------------------------ config
     def get_config(self):
@@ -301,4 +376,6 @@ class Conv2D(Layer):
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
         )
+        if self.algorithm != "auto":  # the default stays out: older configurations are unchanged
+            config["algorithm"] = self.algorithm
         return config
