@@ -85,6 +85,30 @@ def test_available_says_whether_the_compiled_loop_runs(monkeypatch):
     assert not kernels.available()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_flush_of_subnormals_equals_the_numpy_assignment(dtype, monkeypatch):
+    """Subnormals of either sign become +0; tiny itself, NaN, ±inf and -0.0's sign as NumPy
+    leaves them; 2-D state arrays too; a strided array is left to NumPy."""
+    from chainrule.optimizers import _flush_subnormals
+
+    tiny = np.finfo(dtype).tiny
+    values = np.array([tiny / 4, -tiny / 8, tiny, -tiny, 1e-3, 0.0, -0.0, np.nan, np.inf,
+                       -np.inf, tiny * (1 - np.finfo(dtype).eps)], dtype).reshape(1, 11)
+    flushed = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", compiled)
+        state = {"m": values.copy(), "step": 3}
+        assert kernels.flush_subnormals(state["m"].copy()) == compiled
+        _flush_subnormals(state)
+        flushed[compiled] = state["m"]
+        assert state["step"] == 3
+    np.testing.assert_array_equal(flushed[True], flushed[False])
+    assert np.signbit(flushed[True]).tolist() == np.signbit(flushed[False]).tolist()
+    assert flushed[True][0, :4].tolist() == [0, 0, tiny, -tiny]
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    assert not kernels.flush_subnormals(values[:, ::2])
+
+
 # ---------------------------------------------------------------------- BatchNorm and max pooling
 def channels_last(x):
     """x (N, C, H, W) with the same values in channels-last memory, as a Conv2D hands it on."""

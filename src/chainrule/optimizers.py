@@ -42,10 +42,11 @@ def _flush_subnormals(state: dict) -> None:
     CPU's flush-to-zero mode, so the optimizer does it: every ``FLUSH_EVERY`` steps, values
     under ``finfo.tiny`` (1.2e-38 in float32) become 0, at the cost of a fraction of one pass
     per step. Their effect on a parameter would be below 1e-30 of the learning rate. Integer
-    entries (Adam's step count) are left alone.
+    entries (Adam's step count) are left alone. With numba installed the same test and
+    assignment run as one compiled pass per array (``kernels.flush_subnormals``).
     """
     for value in state.values():
-        if not isinstance(value, np.ndarray):
+        if not isinstance(value, np.ndarray) or kernels.flush_subnormals(value):
             continue
         tiny = np.finfo(value.dtype).tiny
         value[np.abs(value) < tiny] = 0
