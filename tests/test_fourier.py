@@ -82,7 +82,8 @@ def test_same_result_with_numpy_copies_instead_of_the_compiled_transpose(monkeyp
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("shape", [(5, 7), (16, 16), (33, 17)])
+@pytest.mark.parametrize(
+    "shape", [(5, 7), (16, 16), (33, 17), (32, 50), (50, 32), (3, 40), (40, 3)])
 def test_compiled_transpose_is_the_transpose(shape):
     a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     out = kernels.transpose(a)

@@ -330,15 +330,21 @@ def max_pool_tiles_backward(g: np.ndarray, code: np.ndarray, pool_size: tuple[in
 
 # ---------------------------------------------------------------------- transpose
 def _transpose_loop(a, out):
-    # out[j, i] = a[i, j], in 16×16 tiles: a tile's rows of both arrays stay in cache.
+    # out[j, i] = a[i, j], in whole 16×16 tiles (a tile's rows of both arrays stay in cache, and
+    # a fixed trip count lets the compiler unroll it), then the rows and columns left over.
     m, n = a.shape
-    for i0 in range(0, m, 16):
-        i1 = min(m, i0 + 16)
-        for j0 in range(0, n, 16):
-            j1 = min(n, j0 + 16)
-            for j in range(j0, j1):
-                for i in range(i0, i1):
-                    out[j, i] = a[i, j]
+    m_tiles, n_tiles = m - m % 16, n - n % 16
+    for i0 in range(0, m_tiles, 16):
+        for j0 in range(0, n_tiles, 16):
+            for j in range(16):
+                for i in range(16):
+                    out[j0 + j, i0 + i] = a[i0 + i, j0 + j]
+    for i in range(m_tiles):
+        for j in range(n_tiles, n):
+            out[j, i] = a[i, j]
+    for i in range(m_tiles, m):
+        for j in range(n):
+            out[j, i] = a[i, j]
 
 
 def transpose(a: np.ndarray) -> np.ndarray | None:
