@@ -20,7 +20,7 @@ import time
 
 from threadpoolctl import threadpool_limits
 
-from chainrule import kernels, models
+from chainrule import kernels, layers, models
 from chainrule.data import load_mnist
 
 
@@ -85,6 +85,14 @@ def main() -> None:
         ms = seconds / steps * 1000
         if ms >= 0.05:
             print(f"| {key} | {ms:.2f} | {100 * ms / total:.0f}% |")
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            shape = (batch, *layer.input_shape)
+            counts = layer.multiply_adds(shape, training=True)
+            print(f"\n{layer.name} on {shape}: {layer.algorithm_for(shape)}; multiply-adds of a "
+                  "training step: " + ", ".join(
+                      f"{name} {count / 1e6:,.0f} M" for name, count in counts.items()
+                      if count is not None))
 
 
 if __name__ == "__main__":

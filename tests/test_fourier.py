@@ -135,6 +135,21 @@ def test_auto_keeps_im2col_for_strides_and_dilation():
     assert dilated._algorithm_for(128, 32, 12, 12, True) == "im2col"
 
 
+def test_a_conv_layer_says_what_each_algorithm_costs_and_which_it_runs():
+    second = Conv2D(64, 5)
+    counts = second.multiply_adds((128, 32, 12, 12))
+    assert counts == {"im2col": 3 * 128 * 8 * 8 * 25 * 32 * 64,
+                      "fourier": fourier.multiply_adds(128, 32, 64, (12, 12), (5, 5), True)}
+    assert counts["fourier"] < 0.35 * counts["im2col"]
+    assert second.algorithm_for((128, 32, 12, 12)) == "fourier"
+    assert second.multiply_adds((1, 32, 12, 12), training=False)["im2col"] == 8 * 8 * 25 * 32 * 64
+    first = Conv2D(32, 5)
+    assert first.multiply_adds((128, 28, 28)) == first.multiply_adds((128, 1, 28, 28))
+    assert first.algorithm_for((128, 28, 28)) == "im2col"
+    assert Conv2D(64, 5, strides=2).multiply_adds((128, 32, 12, 12))["fourier"] is None
+    assert Conv2D(64, 5, algorithm="fourier").algorithm_for((1, 32, 12, 12), False) == "fourier"
+
+
 def test_large_inference_batches_go_through_in_slices(monkeypatch):
     from chainrule.layers import conv as conv_module
 

@@ -232,19 +232,36 @@ class Conv2D(Layer):
             self.cache = (algorithm, kept, x.shape, padded_shape)
         return layout.images(z, (n, self.filters, h_out, w_out))
 
-    def _algorithm_for(self, n, c, h, w, training) -> str:
-        """"im2col" or "fourier" for a batch (N, C, H, W): ``algorithm`` unless it is "auto"."""
-        if self.algorithm != "auto":
-            return self.algorithm
-        if self.strides != (1, 1) or self.dilation != (1, 1):
-            return "im2col"
-        (top, bottom), (left, right) = self._pads(h, w)
-        padded = (h + top + bottom, w + left + right)
+    def multiply_adds(self, batch_shape, training: bool = True) -> dict[str, int | None]:
+        """Multiply-adds of one call on a batch of shape (N, C, H, W) ((N, H, W) for one
+        channel) by each algorithm: {"im2col": …, "fourier": …}, the forward pass and with
+        ``training`` the backward too (dL/dW and dL/dx); "fourier" is None where it does not
+        apply (a stride or dilation other than 1). What ``algorithm="auto"`` compares."""
+        n, c, h, w = (batch_shape[0], 1, *batch_shape[1:]) if len(batch_shape) == 3 else \
+            batch_shape
         h_out, w_out = self._spatial_out(h, w)
         taps = math.prod(self.kernel_size)
-        im2col = n * h_out * w_out * taps * c * self.filters * (3 if training else 1)
-        spectral = fourier.multiply_adds(n, c, self.filters, padded, self.kernel_size, training)
-        return "fourier" if spectral < FOURIER_SHARE * im2col else "im2col"
+        counts = {"im2col": n * h_out * w_out * taps * c * self.filters * (3 if training else 1),
+                  "fourier": None}
+        if self.strides == (1, 1) and self.dilation == (1, 1):
+            (top, bottom), (left, right) = self._pads(h, w)
+            padded = (h + top + bottom, w + left + right)
+            counts["fourier"] = fourier.multiply_adds(n, c, self.filters, padded,
+                                                      self.kernel_size, training)
+        return counts
+
+    def algorithm_for(self, batch_shape, training: bool = True) -> str:
+        """"im2col" or "fourier": the algorithm a call on a batch of ``batch_shape`` runs
+        (``algorithm``, or for "auto" the one ``multiply_adds`` favours)."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        counts = self.multiply_adds(batch_shape, training)
+        spectral = counts["fourier"]
+        return "fourier" if spectral is not None and spectral < FOURIER_SHARE * counts[
+            "im2col"] else "im2col"
+
+    def _algorithm_for(self, n, c, h, w, training) -> str:
+        return self.algorithm_for((n, c, h, w), training)
 
     def _bytes_per_sample(self, algorithm, c, h, w, itemsize) -> int:
         """Bytes of one sample's work arrays: X_col's rows, or the Fourier path's spectra."""
