@@ -3,7 +3,7 @@ chainrule against PyTorch running the same recipe.
 
 Usage:
     CHAINRULE_DATA=../shared/data python benchmarks/time_to_accuracy.py [--models mlp,cnn]
-        [--seeds 0,1,2] [--threads 2]
+        [--seeds 0,1,2] [--threads 2] [--dropout R] [--augment S]
 
 The recipe is what `chainrule train --model NAME` runs (``chainrule.models``): the preset's
 network and initialisation (He-normal hidden layers, Glorot-uniform output layer, zero biases),
@@ -15,6 +15,8 @@ written in torch ops, ``torch.optim.Adam`` + ``CosineAnnealingLR`` stepped per b
 same number of threads and the same in-memory arrays (no DataLoader). After every epoch both
 evaluate the 10,000 test images (batches of 1,000, counted in the time) and stop at the bar
 (98.0% mlp, 99.0% cnn) or after the preset's epochs. The clock starts before the model is built.
+``--dropout`` and ``--augment`` replace the preset's dropout rate and largest shift in both
+frameworks (to see which part of the recipe a difference comes from).
 Runs interleave (seed 0 chainrule, seed 0 PyTorch, seed 1 …); the table gives each seed's time and
 epochs and the median over seeds, a second table each run's test accuracy after every epoch and
 its seconds per epoch (evaluation included). This is a benchmark, not a test.
@@ -36,6 +38,10 @@ def parse_args():
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frameworks", default="chainrule,torch")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout rate for both frameworks (default: the preset's)")
+    parser.add_argument("--augment", type=int, default=None,
+                        help="largest random shift in pixels for both (default: the preset's)")
     return parser.parse_args()
 
 
@@ -83,13 +89,22 @@ def run_chainrule(preset, seed, data):
     (x, y), (x_test, y_test) = data
     epochs = models.DEFAULT_EPOCHS[preset]
     start = time.perf_counter()
-    model = models.build(preset, input_shape=x.shape[1:], seed=seed)
+    model = models.build(preset, input_shape=x.shape[1:], seed=seed, dropout=dropout(preset),
+                         augment=augment(preset))
     steps = model.steps_per_epoch(len(x), BATCH)
     optimizer = models.make_optimizer("adam", models.default_lr(preset), epochs * steps)
     model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
     stop = _StopAtBar(x_test, y_test, BARS[preset])
     model.fit(x, y, epochs=epochs, batch_size=BATCH, seed=seed, callbacks=[stop], verbose=0)
     return time.perf_counter() - start, stop.reached, stop.accuracies
+
+
+def dropout(preset) -> float:
+    return models.DEFAULT_DROPOUT[preset] if ARGS.dropout is None else ARGS.dropout
+
+
+def augment(preset) -> int:
+    return models.DEFAULT_AUGMENT[preset] if ARGS.augment is None else ARGS.augment
 
 
 def torch_network(preset):
@@ -109,8 +124,7 @@ def torch_network(preset):
     if preset == "mlp":
         mods, width = [nn.Flatten()], 784
         for units in models.DEFAULT_HIDDEN:
-            mods += [he(nn.Linear(width, units)), nn.ReLU(),
-                     nn.Dropout(models.DEFAULT_DROPOUT[preset])]
+            mods += [he(nn.Linear(width, units)), nn.ReLU(), nn.Dropout(dropout(preset))]
             width = units
         return nn.Sequential(*mods, glorot(nn.Linear(width, 10)))
 
@@ -121,7 +135,7 @@ def torch_network(preset):
     return nn.Sequential(
         *block(1, 32), *block(32, 64), nn.Flatten(),
         he(nn.Linear(1024, 256, bias=False)), nn.BatchNorm1d(256), nn.ReLU(),
-        nn.Dropout(models.DEFAULT_DROPOUT[preset]), glorot(nn.Linear(256, 10)),
+        nn.Dropout(dropout(preset)), glorot(nn.Linear(256, 10)),
     )
 
 
@@ -144,7 +158,7 @@ def run_torch(preset, seed, data):
     # (N, 1, 28, 28) for both: random_shift moves such images, and the mlp's nn.Flatten
     # flattens them as chainrule's Flatten flattens (N, 28, 28).
     x, x_test = x[:, None], torch.from_numpy(x_test)[:, None]
-    shift = models.DEFAULT_AUGMENT[preset]
+    shift = augment(preset)
     epochs = models.DEFAULT_EPOCHS[preset]
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -202,6 +216,11 @@ def main() -> None:
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {ARGS.threads} threads each; "
           f"Python {platform.python_version()}, NumPy {np.__version__} ({', '.join(blas)}), "
           f"torch {torch.__version__}")
+    if ARGS.dropout is not None or ARGS.augment is not None:
+        print("recipe changed in both frameworks: " + ", ".join(
+            f"{name} {value}" for name, value in (("dropout", ARGS.dropout),
+                                                   ("largest shift", ARGS.augment))
+            if value is not None))
     print("\n| model | test accuracy bar | framework | "
           + " | ".join(f"seed {s}" for s in seeds) + " | median |")
     print("|---|---|---|" + "---|" * len(seeds) + "---|")
