@@ -118,9 +118,9 @@ def test_auto_takes_the_fourier_path_for_the_cnn_presets_second_convolution():
     first, second = (layer for layer in model.layers if isinstance(layer, Conv2D))
     assert first.algorithm == second.algorithm == "auto"
     # One input channel, 24×24 outputs: the transforms would cost more than im2col.
-    assert first._algorithm_for(128, 1, 28, 28, training=True) == "im2col"
-    assert second._algorithm_for(128, 32, 12, 12, training=True) == "fourier"
-    assert second._algorithm_for(1, 32, 12, 12, training=False) == "im2col"  # one digit
+    assert first.algorithm_for((128, 1, 28, 28), training=True) == "im2col"
+    assert second.algorithm_for((128, 32, 12, 12), training=True) == "fourier"
+    assert second.algorithm_for((1, 32, 12, 12), training=False) == "im2col"  # one digit
     x = np.random.default_rng(0).random((128, 1, 28, 28), dtype=np.float32)
     model.forward(x, training=True)
     # What a training forward keeps for backward: X and B, a fifth of im2col's X_col.
@@ -131,8 +131,8 @@ def test_auto_takes_the_fourier_path_for_the_cnn_presets_second_convolution():
 def test_auto_keeps_im2col_for_strides_and_dilation():
     strided = Conv2D(64, 5, strides=2)
     dilated = Conv2D(64, 3, dilation=2)
-    assert strided._algorithm_for(128, 32, 12, 12, True) == "im2col"
-    assert dilated._algorithm_for(128, 32, 12, 12, True) == "im2col"
+    assert strided.algorithm_for((128, 32, 12, 12), True) == "im2col"
+    assert dilated.algorithm_for((128, 32, 12, 12), True) == "im2col"
 
 
 def test_a_conv_layer_says_what_each_algorithm_costs_and_which_it_runs():

@@ -214,7 +214,7 @@ class Conv2D(Layer):
         x_nchw = x[:, None] if x.ndim == 3 else x
         n, c, h, w = x_nchw.shape
         h_out, w_out = self._spatial_out(h, w)
-        algorithm = self._algorithm_for(n, c, h, w, training)
+        algorithm = self.algorithm_for(x_nchw.shape, training)
         if not training:
             step = max(1, INFERENCE_COLUMN_BYTES // self._bytes_per_sample(algorithm, c, h, w,
                                                                            x_nchw.itemsize))
@@ -237,8 +237,9 @@ class Conv2D(Layer):
         channel) by each algorithm: {"im2col": …, "fourier": …}, the forward pass and with
         ``training`` the backward too (dL/dW and dL/dx); "fourier" is None where it does not
         apply (a stride or dilation other than 1). What ``algorithm="auto"`` compares."""
-        n, c, h, w = (batch_shape[0], 1, *batch_shape[1:]) if len(batch_shape) == 3 else \
-            batch_shape
+        if len(batch_shape) == 3:
+            batch_shape = (batch_shape[0], 1, *batch_shape[1:])
+        n, c, h, w = batch_shape
         h_out, w_out = self._spatial_out(h, w)
         taps = math.prod(self.kernel_size)
         counts = {"im2col": n * h_out * w_out * taps * c * self.filters * (3 if training else 1),
@@ -256,12 +257,8 @@ class Conv2D(Layer):
         if self.algorithm != "auto":
             return self.algorithm
         counts = self.multiply_adds(batch_shape, training)
-        spectral = counts["fourier"]
-        return "fourier" if spectral is not None and spectral < FOURIER_SHARE * counts[
-            "im2col"] else "im2col"
-
-    def _algorithm_for(self, n, c, h, w, training) -> str:
-        return self.algorithm_for((n, c, h, w), training)
+        spectral, im2col = counts["fourier"], counts["im2col"]
+        return "fourier" if spectral is not None and spectral < FOURIER_SHARE * im2col else "im2col"
 
     def _bytes_per_sample(self, algorithm, c, h, w, itemsize) -> int:
         """Bytes of one sample's work arrays: X_col's rows, or the Fourier path's spectra."""
