@@ -8,8 +8,8 @@ Builds ``models.cnn`` without its random shifts (seed 0), copies it into PyTorch
 ``chainrule.interop.to_torch``, and trains both with Adam at a constant rate on the same
 batches of 128 (one fixed order of the 60,000 training images), so that only float32 rounding
 (and, with ``--dropout``, each framework's own dropout masks) tells them apart. With
-``--augment S`` chainrule's model keeps its RandomShift(S), and PyTorch is given the very images
-that layer made (the offsets it drew, applied to the batch). Prints the mean
+``--augment S`` one ``layers.RandomShift(S)`` moves every batch before both frameworks see it,
+so they train on the very same shifted images. Prints the mean
 training loss of the last 50 steps every 50 steps, and both test accuracies at the end. A
 difference in how the two learn that the one-step equality tests (tests/test_torch_interop.py)
 cannot see would show here as losses that drift apart. This is a benchmark, not a test.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from chainrule import losses, models, optimizers
+from chainrule import layers, losses, models, optimizers
 from chainrule.data import load_mnist
 from chainrule.interop.torch import to_torch
 
@@ -42,12 +42,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     (x, y), (x_test, y_test) = load_mnist()
     x, x_test = x[:, None], x_test[:, None]
-    model = models.cnn(input_shape=(1, 28, 28), dropout=args.dropout, augment=args.augment,
-                       seed=0)
-    twin = models.cnn(input_shape=(1, 28, 28), dropout=args.dropout, augment=0, seed=0)
-    twin.load_state_dict({k: v for k, v in model.state_dict().items()
-                          if not k.startswith("randomshift")})
-    module = to_torch(twin).train()
+    model = models.cnn(input_shape=(1, 28, 28), dropout=args.dropout, augment=0, seed=0)
+    module = to_torch(model).train()
+    shift = layers.RandomShift(args.augment, seed=0) if args.augment else None
     model.compile(optimizers.Adam(args.lr), losses.SparseCategoricalCrossEntropy(from_logits=True))
     opt = torch.optim.Adam(module.parameters(), lr=args.lr)
     order = np.random.default_rng(0).permutation(len(x))
@@ -58,11 +55,9 @@ def main() -> None:
     for step in range(args.steps):
         start = (step % per_epoch) * BATCH
         idx = order[start:start + BATCH]
-        loss, _ = model.train_step(x[idx], y[idx])
+        batch = x[idx] if shift is None else shift.forward(x[idx], training=True)
+        loss, _ = model.train_step(batch, y[idx])
         ours.append(loss)
-        batch = x[idx]
-        if args.augment:
-            batch = shifted(batch, model.layers[0].cache, args.augment)
         out = module(torch.from_numpy(batch))
         torch_loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(y[idx]))
         opt.zero_grad()
@@ -81,15 +76,6 @@ def main() -> None:
     print(f"\ntest accuracy after {args.steps} steps (dropout {args.dropout}, largest shift "
           f"{args.augment}): chainrule "
           f"{100 * ours_acc:.2f}%, PyTorch {100 * theirs_acc:.2f}%")
-
-
-def shifted(batch: np.ndarray, offsets: np.ndarray, s: int) -> np.ndarray:
-    """Each image of batch (N, 1, H, W) moved by its row of offsets (δᵢ, δⱼ), zero-filled."""
-    n, _, h, w = batch.shape
-    padded = np.pad(batch, ((0, 0), (0, 0), (s, s), (s, s)))
-    rows = (s - offsets[:, 0])[:, None] + np.arange(h)
-    cols = (s - offsets[:, 1])[:, None] + np.arange(w)
-    return padded[np.arange(n)[:, None, None], 0, rows[:, :, None], cols[:, None, :]][:, None]
 
 
 if __name__ == "__main__":
