@@ -39,7 +39,11 @@
     if (!list || typeof renderMathInElement === "undefined") {
       return;
     }
-    new MutationObserver(function () {
+    // The observer stops watching while it typesets: the nodes KaTeX inserts are mutations of
+    // the list too, and would otherwise call it again for its own work.
+    const watch = { childList: true, subtree: true };
+    const observer = new MutationObserver(function () {
+      observer.disconnect();
       renderMathInElement(list, {
         delimiters: [
           { left: "\\[", right: "\\]", display: false },
@@ -48,7 +52,9 @@
         ignoredClasses: ["katex"],
         throwOnError: false,
       });
-    }).observe(list, { childList: true, subtree: true });
+      observer.observe(list, watch);
+    });
+    observer.observe(list, watch);
   }
 
   document.addEventListener("DOMContentLoaded", renderSearchResults);
